@@ -1,0 +1,538 @@
+//! The deterministic scheduler runtime: the Rust mirror of `reference/sched.py`, whose module
+//! docstring is the specification (policies, PCT, the SplitMix64 PRNG, budgets). Change both in
+//! the same commit; `tests/vectors/sched_vectors.json` and `tests/test_sched.py` hold them
+//! together.
+//!
+//! Tasks are `async` blocks polled by a single-threaded executor that we own, so the compiler
+//! builds the state machines and kernel paths read as straight-line code. A yield point is
+//! `yield_now(&sched, "site").await`: the future returns `Pending` once, which ends the step.
+//! A task blocks by marking itself blocked in the shared [`Sched`] and yielding; the executor
+//! only polls runnable tasks, so the next poll of that future means it was woken. No real
+//! `Waker` is involved.
+//!
+//! The scheduler state lives in a `RefCell` shared with the tasks. Never hold a borrow across
+//! an `.await` (clippy's `await_holding_refcell_ref` is denied for the crate).
+
+pub mod toys;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+/// Task ids are dense and assigned in spawn order.
+pub type TaskId = usize;
+
+pub const DEFAULT_MAX_STEPS: u64 = 200_000;
+pub const DEFAULT_STALL_STEPS: u64 = 20_000;
+
+/// The PRNG both languages share: SplitMix64.
+#[derive(Debug, Clone)]
+pub struct SplitMix64 {
+    state: u64,
+}
+
+impl SplitMix64 {
+    #[must_use]
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `[0, n)` for `1 <= n <= 2^32`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() >> 32) * n) >> 32
+    }
+
+    /// [`SplitMix64::below`] for an index into a slice of length `n`.
+    pub fn below_index(&mut self, n: usize) -> usize {
+        // below(n) < n, so the value fits the usize it came from.
+        usize::try_from(self.below(n as u64)).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Runnable,
+    Blocked,
+    Sleeping,
+    Done,
+}
+
+/// What the scheduler knows of a task. `W` is the engine's description of what a blocked task
+/// waits on (a lock, a folio, I/O ...), used for the wait-for graph.
+#[derive(Debug, Clone)]
+pub struct TaskInfo<W> {
+    pub tid: TaskId,
+    pub name: String,
+    pub daemon: bool,
+    pub state: TaskState,
+    pub wait: Option<W>,
+    pub site: &'static str,
+    sleep_step: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunOutcome {
+    /// No task can run: everything finished, a user program hangs, or a deadlock.
+    Idle,
+    /// The step budget ran out, in all or without any operation completing.
+    Livelock,
+}
+
+/// The scheduling policy (see the Python docstring for the exact rules).
+#[derive(Debug, Clone)]
+pub enum Policy {
+    Serial,
+    Explicit {
+        choices: Vec<u8>,
+        pos: usize,
+    },
+    Random {
+        rng: SplitMix64,
+    },
+    Pct {
+        prio: Vec<u64>,
+        change: BTreeMap<u64, u64>,
+        count: u64,
+    },
+}
+
+impl Policy {
+    /// The policy for a case's concurrent phase (strategy codes as in `fuzz.case.Strategy`).
+    #[must_use]
+    pub fn make(
+        strategy: u8,
+        seed: u64,
+        depth: u64,
+        steps: u64,
+        choices: &[u8],
+        ntasks: usize,
+    ) -> Self {
+        match strategy {
+            1 => Policy::Explicit {
+                choices: choices.to_vec(),
+                pos: 0,
+            },
+            2 => Self::pct(seed, depth, steps, ntasks),
+            3 => Policy::Random {
+                rng: SplitMix64::new(seed),
+            },
+            _ => Policy::Serial,
+        }
+    }
+
+    #[must_use]
+    pub fn pct(seed: u64, depth: u64, steps: u64, ntasks: usize) -> Self {
+        let mut rng = SplitMix64::new(seed);
+        let mut prio: Vec<u64> = (depth..depth + ntasks as u64).collect();
+        for i in (1..ntasks).rev() {
+            let j = rng.below_index(i + 1);
+            prio.swap(i, j);
+        }
+        let mut change = BTreeMap::new();
+        for i in 1..depth {
+            let mut k = 1 + rng.below(steps);
+            while change.contains_key(&k) && steps + 1 >= depth {
+                k = 1 + rng.below(steps);
+            }
+            change.insert(k, i);
+        }
+        Policy::Pct {
+            prio,
+            change,
+            count: 0,
+        }
+    }
+}
+
+/// The scheduler state shared by the executor and the tasks.
+#[derive(Debug)]
+pub struct Sched<W> {
+    pub tasks: Vec<TaskInfo<W>>,
+    pub policy: Policy,
+    pub step: u64,
+    pub current: Option<TaskId>,
+    pub active: Option<TaskId>,
+    pub active_ops: usize,
+    pub last_progress: u64,
+    pub max_steps: u64,
+    pub stall_steps: u64,
+    /// Task chosen at every real decision (two or more runnable tasks).
+    pub chosen: Vec<TaskId>,
+    /// Index of that task in the runnable list: replayable as explicit choices.
+    pub choice_log: Vec<u8>,
+    pub trace: Option<Vec<(u64, TaskId, &'static str)>>,
+    sleepers: usize,
+    runnable: Vec<TaskId>,
+}
+
+enum Pick {
+    Task(TaskId),
+    Idle,
+    Livelock,
+}
+
+impl<W: Clone> Sched<W> {
+    #[must_use]
+    pub fn new(max_steps: u64, stall_steps: u64, trace: bool) -> Self {
+        Self {
+            tasks: Vec::new(),
+            policy: Policy::Serial,
+            step: 0,
+            current: None,
+            active: None,
+            active_ops: 0,
+            last_progress: 0,
+            max_steps,
+            stall_steps,
+            chosen: Vec::new(),
+            choice_log: Vec::new(),
+            trace: trace.then(Vec::new),
+            sleepers: 0,
+            runnable: Vec::new(),
+        }
+    }
+
+    /// The task running the current step.
+    ///
+    /// # Panics
+    /// Outside a step (no task has run yet).
+    #[must_use]
+    pub fn cur(&self) -> TaskId {
+        self.current.expect("no current task")
+    }
+
+    /// Mark `tid` blocked on `wait`; the caller must yield right after.
+    pub fn block(&mut self, tid: TaskId, wait: W) {
+        let t = &mut self.tasks[tid];
+        t.state = TaskState::Blocked;
+        t.wait = Some(wait);
+    }
+
+    pub fn wake(&mut self, tid: TaskId) {
+        let t = &mut self.tasks[tid];
+        if t.state == TaskState::Blocked {
+            t.state = TaskState::Runnable;
+            t.wait = None;
+        }
+    }
+
+    /// `schedule_timeout(1)`: sleep until another task has run; the caller yields next.
+    pub fn sleep_timed(&mut self, tid: TaskId) {
+        let step = self.step;
+        let t = &mut self.tasks[tid];
+        t.state = TaskState::Sleeping;
+        t.sleep_step = step;
+        self.sleepers += 1;
+    }
+
+    /// `tid` starts a user operation; returns the invocation step.
+    pub fn op_begin(&mut self, tid: TaskId) -> u64 {
+        self.active = Some(tid);
+        self.active_ops += 1;
+        self.step
+    }
+
+    /// `tid`'s operation returned; returns the response step.
+    pub fn op_end(&mut self, tid: TaskId) -> u64 {
+        self.active_ops -= 1;
+        if self.active == Some(tid) {
+            self.active = None;
+        }
+        self.last_progress = self.step;
+        self.step
+    }
+
+    /// Tasks that are not daemons and have not finished.
+    #[must_use]
+    pub fn unfinished(&self) -> Vec<TaskId> {
+        self.tasks
+            .iter()
+            .filter(|t| t.state != TaskState::Done && !t.daemon)
+            .map(|t| t.tid)
+            .collect()
+    }
+
+    /// (task, site, waited-on object) for every blocked task.
+    #[must_use]
+    pub fn wait_for_graph(&self) -> Vec<(TaskId, &'static str, W)> {
+        self.tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Blocked)
+            .filter_map(|t| t.wait.clone().map(|w| (t.tid, t.site, w)))
+            .collect()
+    }
+
+    fn record(&mut self, tid: TaskId, index: usize) {
+        self.chosen.push(tid);
+        self.choice_log.push(u8::try_from(index).unwrap_or(u8::MAX));
+    }
+
+    fn next_pick(&mut self) -> Pick {
+        loop {
+            self.runnable.clear();
+            let runnable = &mut self.runnable;
+            runnable.extend(
+                self.tasks
+                    .iter()
+                    .filter(|t| t.state == TaskState::Runnable)
+                    .map(|t| t.tid),
+            );
+            if !self.runnable.is_empty()
+                && (self.step >= self.max_steps
+                    || self.step - self.last_progress >= self.stall_steps)
+            {
+                return Pick::Livelock;
+            }
+            let pick = if self.runnable.is_empty() {
+                None
+            } else {
+                self.policy_pick()
+            };
+            match pick {
+                Some(tid) => {
+                    self.step += 1;
+                    self.current = Some(tid);
+                    return Pick::Task(tid);
+                }
+                None if self.sleepers > 0 => self.wake_sleepers(true),
+                None => return Pick::Idle,
+            }
+        }
+    }
+
+    fn policy_pick(&mut self) -> Option<TaskId> {
+        let n = self.runnable.len();
+        let (tid, real) = match &mut self.policy {
+            Policy::Serial => return self.serial_pick(),
+            Policy::Explicit { choices, pos } => {
+                if n == 1 {
+                    return Some(self.runnable[0]);
+                }
+                let tid = if *pos < choices.len() {
+                    let c = usize::from(choices[*pos]);
+                    *pos += 1;
+                    self.runnable[c % n]
+                } else {
+                    match self.current {
+                        Some(c) if self.tasks[c].state == TaskState::Runnable => c,
+                        _ => self.runnable[0],
+                    }
+                };
+                (tid, true)
+            }
+            Policy::Random { rng } => {
+                if n == 1 {
+                    return Some(self.runnable[0]);
+                }
+                (self.runnable[rng.below_index(n)], true)
+            }
+            Policy::Pct {
+                prio,
+                change,
+                count,
+            } => {
+                *count += 1;
+                let mut tid = highest(&self.runnable, prio);
+                if let Some(&lowered) = change.get(count) {
+                    prio[tid] = lowered;
+                    tid = highest(&self.runnable, prio);
+                }
+                (tid, n > 1)
+            }
+        };
+        if real {
+            let index = self.runnable.iter().position(|&t| t == tid).unwrap_or(0);
+            self.record(tid, index);
+        }
+        Some(tid)
+    }
+
+    fn serial_pick(&self) -> Option<TaskId> {
+        let daemon = self
+            .runnable
+            .iter()
+            .copied()
+            .find(|&t| self.tasks[t].daemon);
+        match self.active {
+            Some(a) if self.tasks[a].state == TaskState::Runnable => Some(a),
+            Some(_) => daemon,
+            None => daemon.or_else(|| self.runnable.first().copied()),
+        }
+    }
+
+    fn wake_sleepers(&mut self, force: bool) {
+        let step = self.step;
+        for t in &mut self.tasks {
+            if t.state == TaskState::Sleeping && (force || t.sleep_step < step) {
+                t.state = TaskState::Runnable;
+                self.sleepers -= 1;
+            }
+        }
+    }
+
+    fn after_step(&mut self, tid: TaskId, finished: bool) {
+        if finished {
+            let t = &mut self.tasks[tid];
+            t.state = TaskState::Done;
+            t.site = "";
+        }
+        if let Some(trace) = &mut self.trace {
+            trace.push((self.step, tid, self.tasks[tid].site));
+        }
+        if self.sleepers > 0 {
+            self.wake_sleepers(false);
+        }
+    }
+}
+
+/// The first task with the highest priority (the Python `max` keeps the first maximum too).
+fn highest(runnable: &[TaskId], prio: &[u64]) -> TaskId {
+    let mut best = runnable[0];
+    for &t in &runnable[1..] {
+        if prio[t] > prio[best] {
+            best = t;
+        }
+    }
+    best
+}
+
+/// A yield point: `Pending` once, then `Ready`.
+#[derive(Debug)]
+pub struct Yield {
+    done: bool,
+}
+
+impl Future for Yield {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.done {
+            Poll::Ready(())
+        } else {
+            self.done = true;
+            Poll::Pending
+        }
+    }
+}
+
+/// Yield at `site`: the current step ends here.
+pub fn yield_now<W: Clone>(sched: &RefCell<Sched<W>>, site: &'static str) -> Yield {
+    let mut s = sched.borrow_mut();
+    let cur = s.cur();
+    s.tasks[cur].site = site;
+    Yield { done: false }
+}
+
+/// Block the current task on `wait` at `site`; the returned future completes once woken.
+pub fn block_on<W: Clone>(sched: &RefCell<Sched<W>>, wait: W, site: &'static str) -> Yield {
+    let mut s = sched.borrow_mut();
+    let cur = s.cur();
+    s.block(cur, wait);
+    s.tasks[cur].site = site;
+    Yield { done: false }
+}
+
+/// Sleep one tick at `site` (`schedule_timeout(1)`).
+pub fn sleep_tick<W: Clone>(sched: &RefCell<Sched<W>>, site: &'static str) -> Yield {
+    let mut s = sched.borrow_mut();
+    let cur = s.cur();
+    s.sleep_timed(cur);
+    s.tasks[cur].site = site;
+    Yield { done: false }
+}
+
+type TaskFuture = Pin<Box<dyn Future<Output = ()>>>;
+
+/// The executor: owns the task futures and polls one per step under the shared [`Sched`].
+pub struct Executor<W> {
+    futures: Vec<Option<TaskFuture>>,
+    _wait: std::marker::PhantomData<W>,
+}
+
+impl<W> std::fmt::Debug for Executor<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor")
+            .field("tasks", &self.futures.len())
+            .finish()
+    }
+}
+
+impl<W: Clone> Default for Executor<W> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<W: Clone> Executor<W> {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            futures: Vec::new(),
+            _wait: std::marker::PhantomData,
+        }
+    }
+
+    /// Add a task with no body yet; ids are given in spawn order.
+    pub fn spawn(&mut self, sched: &RefCell<Sched<W>>, name: &str, daemon: bool) -> TaskId {
+        let mut s = sched.borrow_mut();
+        let tid = s.tasks.len();
+        s.tasks.push(TaskInfo {
+            tid,
+            name: name.to_owned(),
+            daemon,
+            state: TaskState::Done,
+            wait: None,
+            site: "",
+            sleep_step: 0,
+        });
+        self.futures.push(None);
+        tid
+    }
+
+    /// Give `tid` a body; it becomes runnable.
+    pub fn start(
+        &mut self,
+        sched: &RefCell<Sched<W>>,
+        tid: TaskId,
+        body: impl Future<Output = ()> + 'static,
+    ) {
+        self.futures[tid] = Some(Box::pin(body));
+        let mut s = sched.borrow_mut();
+        s.tasks[tid].state = TaskState::Runnable;
+        s.tasks[tid].wait = None;
+    }
+
+    /// Run until nothing can run or the budget is spent.
+    pub fn run(&mut self, sched: &RefCell<Sched<W>>) -> RunOutcome {
+        let mut cx = Context::from_waker(Waker::noop());
+        loop {
+            let pick = sched.borrow_mut().next_pick();
+            let tid = match pick {
+                Pick::Task(tid) => tid,
+                Pick::Idle => return RunOutcome::Idle,
+                Pick::Livelock => return RunOutcome::Livelock,
+            };
+            let Some(fut) = self.futures[tid].as_mut() else {
+                // A runnable task always has a body; treat a missing one as finished.
+                sched.borrow_mut().after_step(tid, true);
+                continue;
+            };
+            let finished = fut.as_mut().poll(&mut cx).is_ready();
+            if finished {
+                self.futures[tid] = None;
+            }
+            sched.borrow_mut().after_step(tid, finished);
+        }
+    }
+}

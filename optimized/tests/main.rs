@@ -1,0 +1,4 @@
+//! The one integration-test binary (shuttle's layout): each module is a group of tests.
+
+mod codec;
+mod sched;

@@ -1,0 +1,122 @@
+"""The ``vmafuzz`` command line: output, exit status, one-line errors."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from fuzz.case import encode, format_case, parse_case
+from fuzz.cli import bundled_examples, main, schedule_trace
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def example_text() -> str:
+    return format_case(next(bundled_examples())[1])
+
+
+def test_examples_are_bundled_and_valid() -> None:
+    names = [name for name, _ in bundled_examples()]
+    assert len(names) >= 3
+    assert names == sorted(names)
+
+
+def test_show_text_file(capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "x.case"
+    path.write_text(example_text())
+    assert run(capsys, "show", str(path)) == (0, example_text(), "")
+
+
+def test_show_binary_file_and_hex(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    data = encode(parse_case(example_text()))
+    path = tmp_path / "x.bin"
+    path.write_bytes(data)
+    assert run(capsys, "show", str(path)) == (0, example_text(), "")
+    assert run(capsys, "show", data.hex()) == (0, example_text(), "")
+
+
+def test_show_lenient_reads_raw_bytes(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "show", "--lenient", "00")
+    assert status == 0
+    assert out.startswith("# vmafuzz case")
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("a501", "vmafuzz show: a501: case is truncated: 2 bytes, header needs 19\n"),
+        ("not-hex", "vmafuzz show: not-hex: no such file, and not a hex string\n"),
+        ("a501" + "00" * 98, "vmafuzz show: a501" + "00" * 14 + "...: case is not canonical"),
+    ],
+)
+def test_show_bad_input_is_one_line(
+    capsys: pytest.CaptureFixture[str], arg: str, message: str
+) -> None:
+    status, out, err = run(capsys, "show", arg)
+    assert (status, out) == (2, "")
+    assert err.startswith(message)
+    assert err.count("\n") == 1
+
+
+def test_show_bad_text_file(capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "bad.case"
+    path.write_text("pages 4\nthread 0:\n  frobnicate mm0 1\n")
+    status, _, err = run(capsys, "show", str(path))
+    assert status == 2
+    assert err.startswith(f"vmafuzz show: {path}: line 3: unknown op 'frobnicate'")
+    assert err.count("\n") == 1
+
+
+def test_python_m_fuzz_exits_2_without_traceback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "fuzz", "show", "zz"],
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == "vmafuzz show: zz: no such file, and not a hex string\n"
+
+
+def test_fuzz_prints_each_example_and_its_trace(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "fuzz", "--time", "1", "--workers", "1")
+    assert status == 0
+    for name, case in bundled_examples():
+        assert f"== {name}\n{format_case(case)}resolved schedule:" in out
+
+
+def test_schedule_trace_is_deterministic() -> None:
+    for _, case in bundled_examples():
+        first, second = schedule_trace(case), schedule_trace(case)
+        assert first.trace == second.trace
+        assert first.chosen == second.chosen
+        assert first.unfinished() == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["bogus"], ["fuzz", "--time", "0"], ["fuzz", "--workers", "x"], ["show"]],
+)
+def test_bad_flags_are_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "usage: vmafuzz" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["show", "--help"], ["fuzz", "--help"]])
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    assert "usage: vmafuzz" in capsys.readouterr().out
