@@ -9,8 +9,10 @@ period, the userfaultfd monitor when the case names one).
 
 A task *blocks* by calling `Runtime.block` with the object it waits on and then yielding; it is
 not runnable again until someone calls `Runtime.wake`. A *timed sleep* (`Runtime.sleep_timed`,
-the model of ``schedule_timeout(1)``) makes it unrunnable until some other task has taken a step,
-or until nothing else can run.
+the model of ``schedule_timeout(1)``: a tick passes on every CPU) makes it unrunnable until every
+task that was runnable when it went to sleep has taken a step since, or is no longer runnable,
+or until nothing else can run. (So two tasks polling in timed sleeps cannot starve a third
+task they wait for.)
 
 **Decisions.** Before every step the runtime lists the runnable tasks in task-id order and asks
 the policy for one. A decision with two or more runnable tasks is *real*: the chosen task id
@@ -96,7 +98,19 @@ class Waitable(Protocol):
 class Task:
     """A schedulable task. `data` is the engine's per-task state (current, in kernel terms)."""
 
-    __slots__ = ("daemon", "data", "gen", "name", "site", "sleep_step", "state", "tid", "wait")
+    __slots__ = (
+        "daemon",
+        "data",
+        "gen",
+        "last_step",
+        "name",
+        "site",
+        "sleep_step",
+        "sleep_wait",
+        "state",
+        "tid",
+        "wait",
+    )
 
     def __init__(self, tid: int, name: str, daemon: bool) -> None:
         self.tid = tid
@@ -107,6 +121,8 @@ class Task:
         self.wait: Waitable | None = None
         self.site = ""
         self.sleep_step = 0
+        self.sleep_wait: list[Task] = []  # runnable when the timed sleep began
+        self.last_step = 0  # the last step this task ran
         self.data: object = None
 
     def __repr__(self) -> str:
@@ -165,9 +181,11 @@ class Runtime:
             task.wait = None
 
     def sleep_timed(self, task: Task) -> None:
-        """``schedule_timeout(1)``: sleep until another task has run; caller yields next."""
+        """``schedule_timeout(1)``: sleep until every task runnable now has run (or stopped
+        being runnable); caller yields next."""
         task.state = SLEEPING
         task.sleep_step = self.step
+        task.sleep_wait = [t for t in self.tasks if t.state == RUNNABLE and t is not task]
         self._sleepers += 1
 
     def op_begin(self, task: Task) -> int:
@@ -204,6 +222,7 @@ class Runtime:
                 return IDLE
             self.step += 1
             self.current = task
+            task.last_step = self.step
             gen = task.gen
             assert gen is not None
             try:
@@ -219,9 +238,15 @@ class Runtime:
 
     def _wake_sleepers(self, force: bool) -> None:
         for t in self.tasks:
-            if t.state == SLEEPING and (force or t.sleep_step < self.step):
+            if t.state == SLEEPING and (force or self._tick_passed(t)):
                 t.state = RUNNABLE
+                t.sleep_wait = []
                 self._sleepers -= 1
+
+    @staticmethod
+    def _tick_passed(t: Task) -> bool:
+        since = t.sleep_step
+        return all(o.last_step > since or o.state != RUNNABLE for o in t.sleep_wait)
 
     def record(self, task: Task, runnable: list[Task]) -> None:
         """Log a real decision (two or more runnable tasks)."""
@@ -485,11 +510,39 @@ def toy_spin(rt: Runtime) -> None:
         rt.start(rt.spawn(f"spin{i}"), body())
 
 
+def toy_poll(rt: Runtime) -> list[int]:
+    """Two tasks poll a flag with timed sleeps while a third works and then sets it."""
+    flag = [False]
+    log: list[int] = []
+
+    def poller(task: Task) -> TaskGen:
+        while not flag[0]:
+            yield "poll:check"
+            rt.sleep_timed(task)
+            yield "poll:sleep"
+        log.append(task.tid)
+        rt.op_end(task)
+
+    def setter(task: Task) -> TaskGen:
+        for _ in range(3):
+            yield "set:work"
+        flag[0] = True
+        log.append(task.tid)
+        rt.op_end(task)
+
+    for i in range(3):
+        task = rt.spawn(f"poll{i}")
+        rt.start(task, poller(task) if i < 2 else setter(task))
+        rt.op_begin(task)
+    return log
+
+
 TOYS: dict[str, Callable[[Runtime], object]] = {
     "ping_pong": toy_ping_pong,
     "rw_queue": toy_rw_queue,
     "deadlock": toy_deadlock,
     "spin": toy_spin,
+    "poll": toy_poll,
 }
 
 

@@ -72,7 +72,7 @@ def _native_toy_run() -> object:
 
 
 @given(
-    toy=st.sampled_from(["ping_pong", "rw_queue", "deadlock", "spin"]),
+    toy=st.sampled_from(["ping_pong", "rw_queue", "deadlock", "spin", "poll"]),
     strategy=st.integers(0, 3),
     seed=st.integers(0, 2**64 - 1),
     depth=st.integers(1, 8),

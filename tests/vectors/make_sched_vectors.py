@@ -38,7 +38,7 @@ def splitmix_vectors() -> list[dict[str, object]]:
 
 def toy_vectors() -> list[dict[str, object]]:
     out = []
-    for toy in ("ping_pong", "rw_queue", "deadlock", "spin"):
+    for toy in ("ping_pong", "rw_queue", "deadlock", "spin", "poll"):
         for strategy, seed, depth, steps, choices in STRATEGIES:
             stall = 60
             res = run_toy(toy, strategy, seed, depth, steps, choices, stall)

@@ -78,6 +78,10 @@ pub struct TaskInfo<W> {
     pub wait: Option<W>,
     pub site: &'static str,
     sleep_step: u64,
+    /// The tasks that were runnable when the timed sleep began.
+    sleep_wait: Vec<TaskId>,
+    /// The last step this task ran.
+    last_step: u64,
 }
 
 /// How a run ended.
@@ -227,12 +231,20 @@ impl<W: Clone> Sched<W> {
         }
     }
 
-    /// `schedule_timeout(1)`: sleep until another task has run; the caller yields next.
+    /// `schedule_timeout(1)`: sleep until every task runnable now has run (or stopped being
+    /// runnable); the caller yields next.
     pub fn sleep_timed(&mut self, tid: TaskId) {
         let step = self.step;
+        let others: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Runnable && t.tid != tid)
+            .map(|t| t.tid)
+            .collect();
         let t = &mut self.tasks[tid];
         t.state = TaskState::Sleeping;
         t.sleep_step = step;
+        t.sleep_wait = others;
         self.sleepers += 1;
     }
 
@@ -303,6 +315,7 @@ impl<W: Clone> Sched<W> {
                 Some(tid) => {
                     self.step += 1;
                     self.current = Some(tid);
+                    self.tasks[tid].last_step = self.step;
                     return Pick::Task(tid);
                 }
                 None if self.sleepers > 0 => self.wake_sleepers(true),
@@ -372,13 +385,24 @@ impl<W: Clone> Sched<W> {
     }
 
     fn wake_sleepers(&mut self, force: bool) {
-        let step = self.step;
-        for t in &mut self.tasks {
-            if t.state == TaskState::Sleeping && (force || t.sleep_step < step) {
+        for i in 0..self.tasks.len() {
+            if self.tasks[i].state == TaskState::Sleeping && (force || self.tick_passed(i)) {
+                let t = &mut self.tasks[i];
                 t.state = TaskState::Runnable;
+                t.sleep_wait.clear();
                 self.sleepers -= 1;
             }
         }
+    }
+
+    /// A tick has passed for the timed sleeper `tid`: every task that was runnable when it
+    /// went to sleep has run since, or is no longer runnable.
+    fn tick_passed(&self, tid: TaskId) -> bool {
+        let since = self.tasks[tid].sleep_step;
+        self.tasks[tid].sleep_wait.iter().all(|&o| {
+            let other = &self.tasks[o];
+            other.last_step > since || other.state != TaskState::Runnable
+        })
     }
 
     fn after_step(&mut self, tid: TaskId, finished: bool) {
@@ -495,6 +519,8 @@ impl<W: Clone> Executor<W> {
             wait: None,
             site: "",
             sleep_step: 0,
+            sleep_wait: Vec::new(),
+            last_step: 0,
         });
         self.futures.push(None);
         tid

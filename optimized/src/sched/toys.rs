@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use super::{block_on, yield_now, Executor, Policy, RunOutcome, Sched, TaskId};
+use super::{block_on, sleep_tick, yield_now, Executor, Policy, RunOutcome, Sched, TaskId};
 
 /// What a toy task waits on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +121,7 @@ pub enum Toy {
     RwQueue,
     Deadlock,
     Spin,
+    Poll,
 }
 
 impl Toy {
@@ -131,6 +132,7 @@ impl Toy {
             "rw_queue" => Some(Toy::RwQueue),
             "deadlock" => Some(Toy::Deadlock),
             "spin" => Some(Toy::Spin),
+            "poll" => Some(Toy::Poll),
             _ => None,
         }
     }
@@ -211,6 +213,34 @@ fn spawn_spin(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>) {
     }
 }
 
+fn spawn_poll(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>, log: &Rc<RefCell<Vec<u64>>>) {
+    let flag = Rc::new(RefCell::new(false));
+    for i in 0..3 {
+        let tid = ex.spawn(sched, &format!("poll{i}"), false);
+        let (s, f, l) = (sched.clone(), flag.clone(), log.clone());
+        if i < 2 {
+            ex.start(sched, tid, async move {
+                while !*f.borrow() {
+                    yield_now(&s, "poll:check").await;
+                    sleep_tick(&s, "poll:sleep").await;
+                }
+                l.borrow_mut().push(tid as u64);
+                s.borrow_mut().op_end(tid);
+            });
+        } else {
+            ex.start(sched, tid, async move {
+                for _ in 0..3 {
+                    yield_now(&s, "set:work").await;
+                }
+                *f.borrow_mut() = true;
+                l.borrow_mut().push(tid as u64);
+                s.borrow_mut().op_end(tid);
+            });
+        }
+        sched.borrow_mut().op_begin(tid);
+    }
+}
+
 /// Run a toy task set under a policy built by [`Policy::make`] from the same parameters the
 /// Python side uses.
 #[must_use]
@@ -235,6 +265,7 @@ pub fn run_toy(
         Toy::RwQueue => spawn_rw_queue(&mut ex, &sched, &log),
         Toy::Deadlock => spawn_deadlock(&mut ex, &sched),
         Toy::Spin => spawn_spin(&mut ex, &sched),
+        Toy::Poll => spawn_poll(&mut ex, &sched, &log),
     }
     let ntasks = sched.borrow().tasks.len();
     sched.borrow_mut().policy = Policy::make(strategy, seed, depth, steps, choices, ntasks);
