@@ -1,0 +1,1 @@
+"""Benchmark scripts: each prints figures (``python -m fuzz.bench.NAME``); none asserts a time."""
