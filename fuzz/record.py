@@ -187,6 +187,22 @@ class MigrationFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class StackGrowth:
+    """The kernel grew a VM_GROWSDOWN stack at `step` while `task` faulted: pages
+    ``[start, end)`` of `mm` joined the VMA, with its protection (PROT_* bits) and its
+    userfaultfd registration. An implicit mapping no operation asked for, which the
+    linearizability checker needs to know about (`fuzz.spec`'s GROW phase)."""
+
+    step: int
+    task: int
+    mm: int
+    start: int
+    end: int
+    prot: int
+    uffd: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RunRecord:
     engine: str
     status: str
@@ -202,6 +218,7 @@ class RunRecord:
     schedule: tuple[int, ...] = ()
     choices: tuple[int, ...] = ()
     steps: int = 0
+    growths: tuple[StackGrowth, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def counter(self, name: str) -> int:
@@ -209,7 +226,9 @@ class RunRecord:
 
     @staticmethod
     def from_native(t: tuple[Any, ...]) -> RunRecord:
-        """Build from the nested tuples `optimized._native.run` returns (same field order)."""
+        """Build from the nested tuples `optimized._native.run_bytes` returns (same field
+        order; an optional 15th element is the `extra` dict, whose ``growths`` entry, if any,
+        lists the `StackGrowth` fields as tuples)."""
         (
             engine,
             status,
@@ -225,7 +244,9 @@ class RunRecord:
             sched,
             choices,
             steps,
-        ) = t
+        ) = t[:14]
+        extra = dict(t[14]) if len(t) > 14 else {}
+        growths = tuple(StackGrowth(*g) for g in extra.pop("growths", ()))
         return RunRecord(
             engine=engine,
             status=status,
@@ -252,7 +273,9 @@ class RunRecord:
                 )
                 for (after, mms, folios, swap, lk) in snaps
             ),
-            lock_events=tuple(LockEvent(*e) for e in locks),
+            lock_events=tuple(
+                LockEvent(e[0], e[1], e[2], e[3], e[4], e[5], tuple(e[6])) for e in locks
+            ),
             trace=tuple(trace),
             wait_for=tuple(WaitEdge(*w) for w in wait),
             migration_failures=tuple(MigrationFailure(*m) for m in migr),
@@ -260,4 +283,6 @@ class RunRecord:
             schedule=tuple(sched),
             choices=tuple(choices),
             steps=steps,
+            growths=growths,
+            extra=extra,
         )

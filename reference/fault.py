@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import errno
 
-from fuzz.record import RES_KILLED, RES_SIGBUS, RES_SIGSEGV
+from fuzz.record import RES_KILLED, RES_SIGBUS, RES_SIGSEGV, StackGrowth
 from reference.folio import (
     check_folio,
     folio_put,
@@ -48,6 +48,7 @@ from reference.objects import (
     STACK_GUARD_GAP,
     VM_ACCESS_FLAGS,
     VM_GROWSDOWN,
+    VM_READ,
     VM_UFFD_MISSING,
     VM_WRITE,
     Mm,
@@ -240,7 +241,9 @@ def expand_downwards(cur: Current, mm: Mm, vma: Vma, addr: int) -> Gen[int]:
     if addr < vma.vm_start:
         yield from spin_lock(cur, mm.page_table_lock)
         k = cur.kernel
-        k.stack_expansions.append((k.rt.step, mm.id, addr, vma.vm_start, vma.vm_flags))
+        prot = vma.vm_flags & (VM_READ | VM_WRITE)
+        uffd = bool(vma.vm_flags & VM_UFFD_MISSING)
+        k.growths.append(StackGrowth(k.rt.step, cur.tid, mm.id, addr, vma.vm_start, prot, uffd))
         vma.vm_start = addr
         spin_unlock(cur, mm.page_table_lock)
     return 0
@@ -319,12 +322,6 @@ def vmf_pte_changed(vmf: Vmf, pte: Pte) -> bool:
     return pte.kind != PTE_NONE
 
 
-def note_populate(cur: Current) -> None:
-    """Count a none PTE filled by this task's current operation (`RunRecord.extra`)."""
-    k = cur.kernel
-    k.populates[cur.op_index] = k.populates.get(cur.op_index, 0) + 1
-
-
 def do_anonymous_page(vmf: Vmf) -> Gen[int]:
     """mm/memory.c:do_anonymous_page() (v6.6): the zero page on a read, else a new folio."""
     cur, mm, page = vmf.cur, vmf.mm, vmf.page
@@ -343,7 +340,6 @@ def do_anonymous_page(vmf: Vmf) -> Gen[int]:
             return (yield from handle_userfault(vmf))
         set_pte_at(cur, mm, table, page, zero_pte(protnone), "do_anonymous_page")
         pte_unmap_unlock(cur, table)
-        note_populate(cur)
         return 0
     yield from anon_vma_prepare(cur, mm, vma)
     might_sleep(cur, "vma_alloc_zeroed_movable_folio")
@@ -370,5 +366,4 @@ def do_anonymous_page(vmf: Vmf) -> Gen[int]:
     folio_ref_to_map(cur, folio)
     set_pte_at(cur, mm, table, page, entry, "do_anonymous_page")
     pte_unmap_unlock(cur, table)
-    note_populate(cur)
     return 0

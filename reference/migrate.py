@@ -36,7 +36,7 @@ from reference.folio import (
     migration_entry_wait_on_locked,
 )
 from reference.mmap_lock import mmap_read_lock, mmap_read_unlock
-from reference.objects import PTE_MIGRATION, PTE_PRESENT, Folio, Mm
+from reference.objects import PTE_MIGRATION, PTE_NONE, PTE_PRESENT, PTE_ZERO, Folio, Mm
 from reference.pgtable import pte_offset_map_lock, pte_unmap_unlock, ptep_get
 from reference.primitives import Current, Gen, might_sleep, spin_unlock
 from reference.rmap import remove_migration_ptes, try_to_migrate
@@ -81,19 +81,22 @@ def do_move_pages(cur: Current, mm: Mm, page: int) -> Gen[int]:
 
 
 def add_page_for_migration(cur: Current, mm: Mm, page: int) -> Gen[int | Folio]:
-    """Look the page up (``follow_page(FOLL_GET)``) and isolate it; caller holds mmap_lock."""
+    """Look the page up (``follow_page(FOLL_GET | FOLL_DUMP)``) and isolate it; caller holds
+    mmap_lock. mm/migrate.c:add_page_for_migration() (v6.6)."""
     if vma_lookup(mm, page) is None:
         return EFAULT
     table = yield from pte_offset_map_lock(cur, mm, page)
     if table is None:
-        return ENOENT
+        return EFAULT  # no_page_table() with FOLL_DUMP on an anonymous VMA
     pte = ptep_get(cur, table, page)
     folio = pte.folio if pte.kind == PTE_PRESENT else None
     if folio is not None:
         folio_get(cur, folio, "follow_page")
     pte_unmap_unlock(cur, table)
+    if pte.kind in (PTE_NONE, PTE_ZERO):
+        return EFAULT  # FOLL_DUMP: a hole, or the zero page ("ignore special pages")
     if folio is None:
-        return ENOENT
+        return ENOENT  # a swap, migration or device-private entry
     err: int | Folio = folio
     if folio.mapcount > 1:
         err = EACCES

@@ -24,6 +24,7 @@ from fuzz.record import (
     PTE_SWAP,
     PTE_ZERO,
     MigrationFailure,
+    StackGrowth,
 )
 from reference.mmap_lock import RwSem
 from reference.primitives import Contract, Current, Lock, SpinLock, WaitQueue
@@ -302,6 +303,7 @@ class Kernel:
     __slots__ = (
         "contract",
         "folios",
+        "growths",
         "io_queue",
         "io_wait",
         "migration_failures",
@@ -311,9 +313,7 @@ class Kernel:
         "next_folio",
         "next_vma",
         "nr_pages",
-        "populates",
         "rt",
-        "stack_expansions",
         "swap",
         "uffd_poll",
     )
@@ -334,9 +334,8 @@ class Kernel:
         self.uffd_poll = WaitQueue("uffd_poll")
         self.migration_failures: list[MigrationFailure] = []
         # (step, mm, first page, old vm_start, vm_flags) of every stack expansion
-        self.stack_expansions: list[tuple[int, int, int, int, int]] = []
+        self.growths: list[StackGrowth] = []
         # op index -> how many times its faults filled a none PTE (do_anonymous_page)
-        self.populates: dict[int, int] = {}
 
     def alloc_folio(self, data: int, device: bool = False) -> Folio:
         """A new folio with one reference (owned by the allocating task)."""

@@ -292,10 +292,9 @@ class Engine:
             schedule=tuple(rt.chosen),
             choices=tuple(rt.choice_log),
             steps=rt.step,
+            growths=tuple(self.k.growths),
             extra={
                 "stopped": self.stopped,
-                "stack_expansions": tuple(self.k.stack_expansions),
-                "fault_populates": tuple(sorted(self.k.populates.items())),
             },
         )
 

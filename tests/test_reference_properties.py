@@ -17,9 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from fuzz.bench.reference_stress import linearizable, record_problems
+from fuzz.bench.reference_stress import record_problems
 from fuzz.case import Case, Schedule
 from fuzz.gen import random_case
+from fuzz.linearize import check_record
 from fuzz.record import RES_NOT_RUN, STATUS_OK, RunRecord
 from fuzz.strategies import cases
 
@@ -30,7 +31,7 @@ def check(case: Case, rec: RunRecord) -> None:
     assert rec.status == STATUS_OK, rec.wait_for
     assert rec.violations == (), rec.violations
     assert record_problems(case, rec) == []
-    lin = linearizable(case, rec, explain=True)
+    lin = check_record(case, rec, explain=True)
     assert lin.ok, lin.describe()
 
 

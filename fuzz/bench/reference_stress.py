@@ -5,9 +5,11 @@ through ``reference.run`` and applies every oracle the engine and the spec provi
 
 * the engine's own contract layer (``RunRecord.violations``: lockdep, KASAN, exact refcounts
   and mapcounts, swap counts, locks free at quiescence);
-* liveness: the run status must be ``ok`` (no deadlock, no livelock);
-* outcome linearizability of every page against `fuzz.spec` (`fuzz.linearize.check_record`),
-  with the kernel effects the spec cannot express made explicit (`with_implicit_effects`);
+* liveness: the run status must be ``ok`` (no deadlock, no livelock), and no migration may
+  give up for want of a legitimate extra-reference holder;
+* outcome linearizability of every page against `fuzz.spec` (`fuzz.linearize.check_record`);
+The first three are exactly the per-engine oracles of `fuzz.harness.check_case`
+(`engine_findings`), so the figures speak for what the fuzzer checks.
 * record sanity: every op of the case has a record, completed ops have a result, snapshots
   exist exactly under the serial strategy.
 
@@ -20,125 +22,20 @@ a test: it asserts no timing.
 from __future__ import annotations
 
 import argparse
-import errno
 import sys
 import time
 from collections import Counter
-from dataclasses import replace
 
 import reference
-from fuzz.case import MAP_GROWSDOWN, Case, Op, OpKind, Strategy
+from fuzz.case import Case, Strategy
 from fuzz.gen import random_case
-from fuzz.linearize import FAIL, UNDECIDED, LinResult, check_record
+from fuzz.harness import engine_findings
+from fuzz.linearize import UNDECIDED
 from fuzz.record import (
-    RES_KILLED,
     RES_NOT_RUN,
-    RES_SIGSEGV,
     STATUS_OK,
-    OpRecord,
     RunRecord,
 )
-
-VM_UFFD_MISSING = 8  # reference.objects
-
-
-def with_implicit_effects(record: RunRecord) -> RunRecord:
-    """`record` plus implicit operations for two kernel effects `fuzz.spec` cannot express
-    (both are spec gaps, reported to the spec's owner; the engine is right in both):
-
-    * **Stack growth.** A fault below a VM_GROWSDOWN VMA maps the pages between the faulting
-      page and the VMA (``expand_downwards``) with no ``mmap`` op. Each expansion the engine
-      made (``extra["stack_expansions"]``) at step s becomes an ``mmap`` of the new pages with
-      the VMA's protection at step s and, if the VMA is registered with userfaultfd, a
-      ``uffd_register`` of them just after it.
-    * **A fault populates the page before the access happens.** ``do_user_addr_fault``
-      populates the page (zero page, new folio, swap-in, COW copy of the old data) and returns;
-      the access is re-executed later, after other operations may have run: the page may have
-      been registered with userfaultfd meanwhile (a later write then finds it populated), or
-      zapped again (the access faults again, maybe into userfaultfd), or made inaccessible by
-      ``mprotect`` (SIGSEGV), or the task may be killed before the retry; and one access may
-      fault (and populate) several times. For every time the engine's faults filled a none
-      PTE for an access (``extra["fault_populates"]``), the access gets a *weak* read of its
-      page over its interval (a weak read may populate the page, or not), besides the spec's
-      own fault sub-op.
-
-    * **munmap is two events per page.** ``do_vmi_align_munmap`` removes the VMAs from the tree
-      under the write lock, downgrades it, and only then zaps the PTEs: in between, operations
-      that look the page up in the VMA tree already see it unmapped (a fault's ``find_vma``,
-      ``move_pages``, ``UFFDIO_COPY``, madvise, ...) while a user access through the still
-      present PTE reads or writes the old page. An operation that reported "unmapped" for a
-      page while a munmap of that page (successful, killed or pending) was in progress is
-      therefore made weak.
-
-    Steps are doubled so that an expansion's two implicit ops are ordered and every op keeps
-    its real-time relation to every other.
-    """
-    growth = record.extra.get("stack_expansions", ())
-    ops: list[OpRecord] = [
-        replace(
-            o,
-            invoke=2 * o.invoke if o.invoke >= 0 else o.invoke,
-            response=2 * o.response if o.response >= 0 else o.response,
-        )
-        for o in record.ops
-    ]
-    munmaps = [
-        o
-        for o in ops
-        if o.op.kind is OpKind.MUNMAP
-        and o.invoke >= 0
-        and (o.result in (0, RES_KILLED) or o.response < 0)
-    ]
-    ops = [replace(o, result=RES_KILLED) if _sees_munmap_window(o, munmaps) else o for o in ops]
-    extra: list[OpRecord] = []
-    populates = dict(record.extra.get("fault_populates", ()))
-    for o in ops:
-        if o.op.kind in (OpKind.READ, OpKind.WRITE):
-            probe = Op(OpKind.READ, o.op.mm, o.op.page)
-            for _ in range(populates.get(o.index, 0)):
-                extra.append(OpRecord(0, "fault", o.task, probe, o.invoke, o.response, RES_KILLED))
-    for step, mm, first, old_start, flags in growth:
-        prot = (flags & 3) | MAP_GROWSDOWN
-        mmap = Op(OpKind.MMAP, mm, first, old_start - first, prot)
-        extra.append(OpRecord(0, "stack", -1, mmap, 2 * step, 2 * step, first))
-        if flags & VM_UFFD_MISSING:
-            reg = Op(OpKind.UFFD_REGISTER, mm, first, old_start - first)
-            extra.append(OpRecord(0, "stack", -1, reg, 2 * step + 1, 2 * step + 1, 0))
-    n = len(ops)
-    ops += [replace(o, index=n + i) for i, o in enumerate(extra)]
-    return replace(record, ops=tuple(ops))
-
-
-_UNMAPPED_RESULTS = {
-    OpKind.READ: (RES_SIGSEGV,),
-    OpKind.WRITE: (RES_SIGSEGV,),
-    OpKind.MIGRATE: (-errno.EFAULT,),
-    OpKind.TO_DEVICE: (-errno.EFAULT,),
-    OpKind.UFFD_COPY: (-errno.ENOENT,),
-    OpKind.MADVISE_DONTNEED: (-errno.ENOMEM,),
-    OpKind.MADVISE_PAGEOUT: (-errno.ENOMEM,),
-    OpKind.MPROTECT: (-errno.ENOMEM,),
-    OpKind.UFFD_REGISTER: (-errno.EINVAL,),
-    OpKind.UFFD_UNREGISTER: (-errno.EINVAL,),
-}
-
-
-def _sees_munmap_window(o: OpRecord, munmaps: list[OpRecord]) -> bool:
-    """`o` reported "unmapped" while a munmap of one of its pages was in progress."""
-    if o.result not in _UNMAPPED_RESULTS.get(o.op.kind, ()) or o.invoke < 0:
-        return False
-    end = o.response if o.response >= 0 else 1 << 62
-    for m in munmaps:
-        if m is o or m.op.mm != o.op.mm or not set(m.op.pages()) & set(o.op.pages()):
-            continue
-        if not (end < m.invoke or m.response < o.invoke):
-            return True
-    return False
-
-
-def linearizable(case: Case, record: RunRecord, explain: bool = False) -> LinResult:
-    """`fuzz.linearize.check_record` on `record` with its implicit effects made explicit."""
-    return check_record(case, with_implicit_effects(record), explain=explain)
 
 
 def record_problems(case: Case, rec: RunRecord) -> list[str]:
@@ -158,17 +55,16 @@ def record_problems(case: Case, rec: RunRecord) -> list[str]:
     return out
 
 
-def check_one(seed: int, case: Case, rec: RunRecord) -> list[tuple[str, str]]:
-    """(oracle, message) for everything wrong with one run."""
-    problems = [("contract", f"{v.rule} in {v.function}: {v.message}") for v in rec.violations]
-    if rec.status != STATUS_OK:
-        problems.append(("liveness", f"status {rec.status}: {rec.wait_for}"))
+def check_one(
+    seed: int, case: Case, rec: RunRecord, engine: str = "reference"
+) -> list[tuple[str, str]]:
+    """(oracle, message) for everything wrong with one run: the harness's per-engine oracles
+    (contract, liveness, linearizability: `fuzz.harness.engine_findings`), plus shape checks.
+    An undecided linearizability search is reported with oracle `UNDECIDED`."""
+    notes: list[str] = []
+    problems = [(f.oracle, f.headline()) for f in engine_findings(engine, case, rec, notes)]
     problems += [("record", p) for p in record_problems(case, rec)]
-    lin = linearizable(case, rec)
-    if lin.status == FAIL:
-        problems.append(("linearizability", f"page {lin.page} is not linearizable"))
-    elif lin.status == UNDECIDED:
-        problems.append((UNDECIDED, f"page {lin.page}: the search budget was spent"))
+    problems += [(UNDECIDED, note) for note in notes]
     return problems
 
 
