@@ -188,13 +188,15 @@ def page_histories(case: Case, record: RunRecord) -> list[list[SubOp]]:
     whos = [part if part != "thread" else f"t{t}" for part, t, _ in case.all_ops()]
     hists: list[list[SubOp]] = [[] for _ in range(n)]
     watched = _population_watchers(record, n)
+    zaps = _zaps(record, n)
     last = 0
     for rec in record.ops:
         if rec.result == RES_NOT_RUN or rec.op.kind is OpKind.KILL:
             continue
         last = max(last, rec.invoke + 1, rec.response + 1)
         pages = _pages(rec.op, n)
-        subs = _sub_ops(rec, whos, any(watched[p](rec) for p in pages))
+        faults = 1 + _overlapping(zaps, rec) if spec.is_access(rec.op) else 1
+        subs = _sub_ops(rec, whos, any(watched[p](rec) for p in pages), faults)
         for p in pages:
             hists[p].extend(subs)
     for g in record.growths:
@@ -233,6 +235,29 @@ def _population_watchers(record: RunRecord, n: int) -> list[Callable[[OpRecord],
     return [watcher(p) for p in range(n)]
 
 
+Zaps = dict[tuple[int, int], list[tuple[int, int]]]
+
+# Ops that can empty a populated PTE, after which the same access may fault (and populate) again.
+_ZAPPERS = frozenset({OpKind.MMAP, OpKind.MUNMAP, OpKind.MADVISE_DONTNEED})
+
+
+def _zaps(record: RunRecord, n: int) -> Zaps:
+    """Per (mm, page): the intervals of the ops that may empty it."""
+    out: Zaps = {}
+    for rec in record.ops:
+        if rec.op.kind in _ZAPPERS and rec.invoke >= 0:
+            for p in _pages(rec.op, n):
+                out.setdefault((rec.op.mm, p), []).append((rec.invoke, _end(rec)))
+    return out
+
+
+def _overlapping(zaps: Zaps, rec: OpRecord) -> int:
+    """How many page-emptying ops run while access `rec` does: each lets its fault populate
+    the page once more (a fault populates, a zap empties it, the retried access faults again)."""
+    end = _end(rec)
+    return sum(1 for a, b in zaps.get((rec.op.mm, rec.op.page), ()) if a <= end and rec.invoke <= b)
+
+
 def _end(rec: OpRecord) -> int:
     return INF if rec.response < 0 else rec.response
 
@@ -242,8 +267,9 @@ def _pages(op: Op, n: int) -> range:
     return range(n) if op.kind is OpKind.FORK else range(op.page, min(op.pages().stop, n))
 
 
-def _sub_ops(rec: OpRecord, whos: list[str], observed: bool) -> list[SubOp]:
-    """The sub-ops an op gives each of its pages: its phases, then its own (none if hung)."""
+def _sub_ops(rec: OpRecord, whos: list[str], observed: bool, faults: int = 1) -> list[SubOp]:
+    """The sub-ops an op gives each of its pages: its phases (a FAULT phase `faults` times),
+    then its own (none if hung)."""
     pending = rec.response < 0
     weak = pending or rec.result in (RES_KILLED, RES_HUNG)
     who = whos[rec.index] if 0 <= rec.index < len(whos) else rec.part
@@ -251,6 +277,7 @@ def _sub_ops(rec: OpRecord, whos: list[str], observed: bool) -> list[SubOp]:
     subs = [
         SubOp(-2 - rec.index, who, rec.op, rec.invoke, response, rec.result, weak, phase=phase)
         for phase in spec.phases(rec.op, rec.result, weak, observed)
+        for _ in range(faults if phase == spec.FAULT else 1)
     ]
     if rec.result != RES_HUNG:
         subs.append(SubOp(rec.index, who, rec.op, rec.invoke, response, rec.result, weak))

@@ -65,7 +65,10 @@ interval (`phases`, `phase_successors`); the checker orders the phase first:
   may become populated (value 0), or stay as it is. An access that completed needs the phase
   only if an op that can tell a populated zero page from an empty PTE runs concurrently with
   it (`observes_population`: uffd_copy, migrate, to_device, fork; any access on a page ever
-  registered with userfaultfd); a weak read never does.
+  registered with userfaultfd); a weak read never does. One access may fault, and populate
+  the page, once more for every op that may empty the page while it runs (mmap, munmap,
+  DONTNEED of the page: the retried access faults again), so the checker gives it that many
+  FAULT steps.
 * ``DETACH``, of munmap (result 0, or killed or pending): do_vmi_align_munmap removes the VMAs
   under mmap_lock for write, downgrades it and only then zaps the PTEs. Detached, the page is
   unmapped for every op that looks for a VMA (faults, madvise, migrate, userfaultfd), but a

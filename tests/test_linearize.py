@@ -745,3 +745,24 @@ def test_an_impossible_read_is_caught(history: tuple[Case, RunRecord], data: st.
     res = check_record(case, replace(record, ops=tuple(ops)))
     assert res.status == FAIL and res.page == ops[victim].op.page
     assert res.history[res.culprit].index == victim, res.describe()
+
+
+def test_an_access_may_populate_once_more_after_each_zap() -> None:
+    """A killed write to an empty page faults (populating it), a fork copies the populated page
+    to the child, an mmap replaces the page, and the still-running write faults and populates it
+    again before it dies: two populates by one access, one per zap in between (fuzz.gen seed
+    8631 found this)."""
+    zero = (True, 3, False, True, 0)
+    rows: list[Row] = [
+        *SETUP,
+        (0, 10, 40, "write mm0 2 0x9", RES_KILLED),
+        (1, 12, 13, "fork mm0", 1),
+        (1, 14, 15, "mmap mm0 2+1 rw", 2),
+        (2, 20, 21, "migrate mm0 2", 0),
+    ]
+    image = mem(FULL5, FULL6, zero, EMPTY, child=(FULL5, FULL6, zero, EMPTY))
+    assert check(rows, image=image).ok
+    # Once the write has died, nothing faults on the page again: an mmap after it leaves the
+    # page empty, so a migrate that finds it populated is impossible.
+    late = [*rows[:-2], (1, 42, 43, "mmap mm0 2+1 rw", 2), (2, 44, 45, "migrate mm0 2", 0)]
+    assert not check(late, image=image).ok
