@@ -2,23 +2,31 @@
 
 Subcommands:
 
-* ``vmafuzz show FILE|HEX`` prints a case in the text form. FILE is a case in the text form or
-  in canonical bytes; HEX is canonical bytes as a hex string (spaces allowed). ``--lenient``
-  decodes any bytes the way the fuzzers do, for raw crash inputs.
+* ``vmafuzz show FILE|HEX|TOKEN`` prints a case in the text form. FILE is a case in the text
+  form or in canonical bytes, a replay token file or a finding directory; HEX is canonical bytes
+  as a hex string; TOKEN a replay token. ``--lenient`` decodes any bytes the way the fuzzers do,
+  for raw crash inputs.
+* ``vmafuzz repro FINDING|TOKEN|CASE`` replays a finding and prints its report. Exit status 1
+  while it still fails (any finding), 0 once it passes: it can gate a fix.
+* ``vmafuzz minimize FINDING|TOKEN`` shrinks a finding to the fewest operations and context
+  switches with the same signature, prints the sizes before and after and the new token, and
+  (for a finding directory) writes ``minimized.case`` and ``minimized.token`` into it.
 * ``vmafuzz fuzz`` runs a time-boxed campaign. For now it walks the bundled example cases and
   prints, for each, its text form and the scheduler's decision trace; ``--time`` and
   ``--workers`` are accepted so that the interface is already the final one.
 
-Exit status: 0 on success, 2 on a usage error or unreadable input (one line on stderr, never a
-traceback).
+Exit status: 0 on success, 1 when ``repro`` still fails, 2 on a usage error or unreadable input
+(one line on stderr, never a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from importlib import resources
 
 from fuzz.case import (
@@ -31,6 +39,10 @@ from fuzz.case import (
     format_op,
     parse_case,
 )
+from fuzz.harness import build_identity, check_case
+from fuzz.minimize import minimize
+from fuzz.token import PREFIX, Token, TokenError
+from fuzz.triage import load_token, triage
 from reference.sched import Runtime, Task, TaskGen, make_policy
 
 PROG = "vmafuzz"
@@ -79,13 +91,116 @@ def _decode_bytes(data: bytes, lenient: bool) -> Case:
     return decode(data) if lenient else decode_strict(data)
 
 
+def _is_token_arg(arg: str) -> bool:
+    if arg.startswith(PREFIX):
+        return True
+    path = pathlib.Path(arg)
+    if path.is_dir():
+        return True
+    if path.is_file():
+        with open(path, "rb") as f:
+            return f.read(len(PREFIX)) == PREFIX.encode()
+    return False
+
+
+def _token(arg: str) -> Token:
+    try:
+        return load_token(arg)
+    except TokenError as e:
+        raise InputError(str(e)) from None
+
+
 def cmd_show(args: argparse.Namespace) -> int:
+    if _is_token_arg(args.case):
+        token = _token(args.case)
+        sys.stdout.write(f"# replay token: {token.signature} ({token.engine} engine")
+        sys.stdout.write(f", mutant {token.mutant})\n" if token.mutant else ")\n")
+        sys.stdout.write(f"# built by {token.build}; original schedule {token.strategy}\n")
+        sys.stdout.write(format_case(token.case))
+        return 0
     try:
         case = load_case(args.case, args.lenient)
     except CaseFormatError as e:
         label = args.case if os.path.exists(args.case) else _short(args.case)
         raise InputError(f"{label}: {e}") from None
     sys.stdout.write(format_case(case))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# repro and minimize
+
+
+def _mutant(name: str | None) -> str | None:
+    if name is None:
+        return None
+    import optimized
+
+    if name not in optimized.MUTANTS:
+        known = ", ".join(optimized.MUTANTS)
+        raise InputError(f"unknown mutant {name!r} (known: {known})")
+    return name
+
+
+def _case_or_token(arg: str, mutant: str | None) -> tuple[Case, str | None, str]:
+    """The case to replay, its mutant and the signature it should show ('' for a case file)."""
+    if _is_token_arg(arg):
+        token = _token(arg)
+        build = build_identity()
+        if token.build != build:
+            print(
+                f"{PROG}: note: the token was made by {token.build}; this is {build}, "
+                "so the replay may differ",
+                file=sys.stderr,
+            )
+        return token.case, mutant if mutant is not None else token.mutant, token.signature
+    try:
+        return load_case(arg), mutant, ""
+    except CaseFormatError as e:
+        raise InputError(f"{_short(arg)}: {e}") from None
+
+
+def cmd_repro(args: argparse.Namespace) -> int:
+    case, mutant, signature = _case_or_token(args.finding, _mutant(args.mutant))
+    verdict = check_case(case, mutant=mutant)
+    if verdict.finding is None:
+        print(f"{PROG} repro: passes now ({verdict.kind}); {signature or 'the case'} is gone")
+        return 0
+    sys.stdout.write(triage(case, verdict, mutant).report)
+    same = any(f.signature == signature for f in verdict.findings)
+    if signature and not same:
+        print(f"{PROG} repro: still fails, but not as {signature}")
+    return 1
+
+
+def cmd_minimize(args: argparse.Namespace) -> int:
+    case, mutant, signature = _case_or_token(args.finding, _mutant(args.mutant))
+    verdict = check_case(case, mutant=mutant)
+    if verdict.finding is None:
+        raise InputError(f"{_short(args.finding)}: it passes now, nothing to minimize")
+    if signature and not any(f.signature == signature for f in verdict.findings):
+        raise InputError(f"{_short(args.finding)}: it no longer fails as {signature}")
+    target = next((f for f in verdict.findings if f.signature == signature), verdict.finding)
+    verdict = replace(verdict, findings=(target,))
+    try:
+        result = minimize(case, verdict, mutant)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    (ops0, thr0, sw0), (ops1, thr1, sw1) = result.before, result.after
+    t = triage(result.case, result.verdict, mutant)
+    out = sys.stdout
+    out.write(f"minimized {target.signature} in {result.checks} checks\n")
+    out.write(f"  operations        {ops0:4} -> {ops1}\n")
+    out.write(f"  busy threads      {thr0:4} -> {thr1}\n")
+    out.write(f"  context switches  {sw0:4} -> {sw1}\n")
+    out.write(format_case(t.case))
+    out.write(f"token: {t.token}\n")
+    path = pathlib.Path(args.finding)
+    if path.is_dir():
+        (path / "minimized.case").write_text(format_case(t.case))
+        (path / "minimized.token").write_text(t.token + "\n")
+        (path / "minimized.report.txt").write_text(t.report)
+        out.write(f"written to {path}/minimized.{{case,token,report.txt}}\n")
     return 0
 
 
@@ -175,8 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Differential fuzzing of Linux page-fault locking.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    show = sub.add_parser("show", help="print a case in the text form")
-    show.add_argument("case", metavar="FILE|HEX", help="a case file (text or bytes) or hex bytes")
+    show = sub.add_parser("show", help="print a case or a replay token in the text form")
+    show.add_argument(
+        "case",
+        metavar="FILE|HEX|TOKEN",
+        help="a case file (text or bytes), hex bytes, a replay token or a finding directory",
+    )
     show.add_argument(
         "--lenient", action="store_true", help="decode any bytes as the fuzzers do (raw inputs)"
     )
@@ -193,6 +312,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes (one per core)",
     )
     fuzz.set_defaults(func=cmd_fuzz)
+    repro = sub.add_parser(
+        "repro",
+        help="replay a finding and print its report (exit 1 while it still fails)",
+    )
+    repro.add_argument("finding", metavar="FINDING|TOKEN|CASE")
+    repro.add_argument("--mutant", metavar="NAME", help="run the optimized engine as this mutant")
+    repro.set_defaults(func=cmd_repro)
+    mini = sub.add_parser(
+        "minimize", help="shrink a finding to the fewest ops and context switches"
+    )
+    mini.add_argument("finding", metavar="FINDING|TOKEN|CASE")
+    mini.add_argument("--mutant", metavar="NAME", help="run the optimized engine as this mutant")
+    mini.set_defaults(func=cmd_minimize)
     return parser
 
 

@@ -1,0 +1,455 @@
+"""`check_case`: the one function that decides whether a case passes (DESIGN.md §2).
+
+Every front end (the campaign, atheris targets, Hypothesis tests, the corpus replay, `repro`,
+`minimize`, the zoo) calls `check_case` and nothing else to judge a case. It runs both engines
+and applies every oracle:
+
+1. **Contract**: each engine's own violations (its lockdep/KASAN, MODEL.md §4.2).
+2. **Liveness**: deadlock (with the wait-for graph), livelock (step budget), and a migration
+   that gave up (`migrate` returned 1) although no legitimate holder of an extra reference
+   existed: every extra reference at its last failed refcount check belonged to a task asleep
+   waiting for that very folio (or to nobody).
+3. **Linearizability** of each engine's history against the per-page sequential spec
+   (`fuzz.linearize`). An undecided search is not a finding; it is counted.
+4. **Serial lockstep**, when the schedule is ``serial``: the engines agree exactly after every
+   operation (result, then the abstract state snapshot).
+5. **Cross-engine comparison**: per-operation results and the final memory image. A difference
+   where neither engine broke an oracle above is a *benign divergence* (the two kernels took
+   different but correct interleavings); otherwise it is already a finding.
+
+A finding against the reference (the trusted baseline) means the spec or the harness is wrong
+and is labelled as such. A crash of an engine (an exception out of `run`) is a finding too.
+
+A finding's **signature** is ``oracle/rule/engine/function/op kinds``: stable under
+minimisation and used to deduplicate findings.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pathlib
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+
+import reference
+from fuzz import linearize
+from fuzz.case import Case, Op, OpKind, Schedule, Strategy, format_op, format_schedule
+from fuzz.record import (
+    STATUS_DEADLOCK,
+    STATUS_LIVELOCK,
+    OpRecord,
+    RunRecord,
+    Violation,
+    result_name,
+)
+
+PASS = "pass"
+BENIGN = "benign"
+FINDING = "finding"
+
+ORACLES = ("crash", "contract", "liveness", "linearizability", "lockstep")
+# A finding against the baseline comes first: until the spec or harness is fixed, nothing
+# reported against the optimized engine in the same case can be trusted.
+ENGINES = ("reference", "optimized")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken oracle. ``detail`` is extra text for the report (several lines)."""
+
+    oracle: str
+    rule: str
+    engine: str
+    function: str
+    op_kinds: tuple[str, ...]
+    message: str
+    step: int = -1
+    task: int = -1
+    detail: str = ""
+
+    @property
+    def signature(self) -> str:
+        kinds = "+".join(self.op_kinds) or "-"
+        return f"{self.oracle}/{self.rule}/{self.engine}/{self.function}/{kinds}"
+
+    @property
+    def against_reference(self) -> bool:
+        return self.engine == "reference"
+
+    def headline(self) -> str:
+        where = f" in {self.function}" if self.function and self.function != "-" else ""
+        who = (
+            "reference engine: a spec or harness defect, the reference is the baseline"
+            if self.against_reference
+            else f"{self.engine} engine"
+        )
+        return f"[{self.oracle}] {self.rule}{where} ({who}): {self.message}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `check_case` concluded, with both records for reports."""
+
+    kind: str
+    findings: tuple[Finding, ...] = ()
+    divergences: tuple[str, ...] = ()
+    reference: RunRecord | None = None
+    optimized: RunRecord | None = None
+    undecided: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def finding(self) -> Finding | None:
+        return self.findings[0] if self.findings else None
+
+    def record(self, engine: str) -> RunRecord | None:
+        return self.reference if engine == "reference" else self.optimized
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the engines
+
+EngineFn = Callable[[Case, bool], RunRecord]
+
+
+def _optimized(mutant: str | None) -> EngineFn:
+    import optimized
+
+    def run(case: Case, trace: bool) -> RunRecord:
+        return optimized.run(case, mutant=mutant, trace=trace)
+
+    return run
+
+
+def _reference(case: Case, trace: bool) -> RunRecord:
+    return reference.run(case, trace=trace)
+
+
+def _crash(engine: str, exc: BaseException) -> Finding:
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/reference/" in f.filename or "/optimized/" in f.filename]
+    function = ours[-1].name if ours else "native"
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return Finding(
+        "crash",
+        type(exc).__name__,
+        engine,
+        function,
+        (),
+        first,
+        detail="".join(traceback.format_exception(exc)),
+    )
+
+
+def run_engine(engine: str, case: Case, mutant: str | None, trace: bool) -> RunRecord | Finding:
+    """Run one engine; an exception out of it becomes a crash finding."""
+    fn = _reference if engine == "reference" else _optimized(mutant)
+    try:
+        return fn(case, trace)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # a PanicException derives from BaseException
+        return _crash(engine, exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# The oracles
+
+
+def _op_at(rec: RunRecord, task: int, step: int) -> OpRecord | None:
+    """The operation `task` was running at `step`, if any."""
+    for o in rec.ops:
+        if o.task == task and 0 <= o.invoke <= step and (o.response < 0 or step <= o.response):
+            return o
+    return None
+
+
+def _kinds(ops: Iterable[Op | None]) -> tuple[str, ...]:
+    return tuple(sorted({o.kind.name.lower() for o in ops if o is not None}))
+
+
+def contract_findings(engine: str, rec: RunRecord) -> list[Finding]:
+    out = []
+    for v in rec.violations:
+        op = _op_at(rec, v.task, v.step)
+        out.append(
+            Finding(
+                "contract",
+                v.rule,
+                engine,
+                v.function,
+                _kinds([op.op if op else None]),
+                v.message,
+                v.step,
+                v.task,
+            )
+        )
+    return out
+
+
+def _site_function(site: str) -> str:
+    return site.split(":", 1)[0] if site else "-"
+
+
+def liveness_findings(engine: str, rec: RunRecord) -> list[Finding]:
+    out = []
+    if rec.status == STATUS_DEADLOCK:
+        functions = sorted({_site_function(w.site) for w in rec.wait_for})
+        ops = [_op_at(rec, w.task, rec.steps) for w in rec.wait_for]
+        graph = "\n".join(
+            f"task {w.task} in {w.site} waits for {w.obj} held by {list(w.holders) or 'nobody'}"
+            for w in rec.wait_for
+        )
+        out.append(
+            Finding(
+                "liveness",
+                "deadlock",
+                engine,
+                "+".join(functions) or "-",
+                _kinds(o.op if o else None for o in ops),
+                f"no task can run while {len(rec.wait_for)} wait: " + graph.replace("\n", "; "),
+                rec.steps,
+                detail=graph,
+            )
+        )
+    elif rec.status == STATUS_LIVELOCK:
+        running = [o for o in rec.ops if o.invoke >= 0 and o.response < 0]
+        out.append(
+            Finding(
+                "liveness",
+                "livelock",
+                engine,
+                "-",
+                _kinds(o.op for o in running),
+                f"the step budget ran out after {rec.steps} steps with {len(running)} "
+                "operations still running",
+                rec.steps,
+            )
+        )
+    out.extend(_migration_findings(engine, rec))
+    return out
+
+
+def _migration_findings(engine: str, rec: RunRecord) -> list[Finding]:
+    out = []
+    for o in rec.ops:
+        if o.op.kind is not OpKind.MIGRATE or o.result != 1:
+            continue
+        fails = [
+            m
+            for m in rec.migration_failures
+            if m.task == o.task and o.invoke <= m.step and (o.response < 0 or m.step <= o.response)
+        ]
+        if not fails:
+            continue
+        last = fails[-1]
+        if any(not waiting for _, _, waiting in last.holders):
+            continue  # a legitimate holder (a copy in flight, a lookup, ...) explains -EAGAIN
+        who = ", ".join(f"task {t} from {site}" for t, site, _ in last.holders) or "nobody"
+        sites = sorted({_site_function(site) for _, site, _ in last.holders}) or ["-"]
+        out.append(
+            Finding(
+                "liveness",
+                "migration-eagain",
+                engine,
+                "+".join(sites),
+                ("migrate",),
+                f"migration of {last.folio} gave up with -EAGAIN: refcount {last.actual}, "
+                f"expected {last.expected}; the extra references belong to {who}, "
+                "each asleep waiting for this folio",
+                last.step,
+                last.task,
+            )
+        )
+    return out
+
+
+def linearizability_finding(engine: str, case: Case, rec: RunRecord) -> Finding | str | None:
+    """A finding, or a note if the search was undecided, or None."""
+    res = linearize.check_record(case, rec)
+    if res.status == linearize.UNDECIDED:
+        return f"{engine}: {res.describe()}"
+    if res.ok:
+        return None
+    subs = res.history
+    culprit = subs[res.culprit] if 0 <= res.culprit < len(subs) else None
+    kinds = _kinds(s.op for s in subs)
+    function = culprit.op.kind.name.lower() if culprit and culprit.op else "final image"
+    what = str(culprit).strip() if culprit else "the final memory image"
+    return Finding(
+        "linearizability",
+        "not-linearizable",
+        engine,
+        function,
+        kinds,
+        f"page {res.page}: no sequential order explains {what}",
+        res.fail_step,
+        detail=res.describe(),
+    )
+
+
+def _diff_snapshot(a: object, b: object) -> list[str]:
+    fields = ("mms", "folios", "swap", "locks")
+    return [f for f in fields if getattr(a, f) != getattr(b, f)]
+
+
+def lockstep_findings(
+    case: Case, ref: RunRecord, opt: RunRecord, blame: str = "optimized"
+) -> list[Finding]:
+    """Serial schedule: results, then snapshots, must agree after every operation. `blame`
+    names the engine a divergence is reported against (the reference when it alone broke an
+    oracle: then the baseline is what went wrong)."""
+    found = _lockstep_divergence(ref, opt)
+    return [replace(f, engine=blame) for f in found]
+
+
+def _lockstep_divergence(ref: RunRecord, opt: RunRecord) -> list[Finding]:
+    for r, o in zip(ref.ops, opt.ops, strict=False):
+        if r.index != o.index or r.result != o.result:
+            message = f"reference {result_name(r.result)}, optimized {result_name(o.result)}"
+            return [_lockstep("result", o.op, message, o)]
+    if len(ref.ops) != len(opt.ops):
+        message = f"reference ran {len(ref.ops)} ops, optimized {len(opt.ops)}"
+        return [_lockstep("ops", None, message, None)]
+    by_index = {o.index: o for o in opt.ops}
+    for rs, os_ in zip(ref.snapshots, opt.snapshots, strict=False):
+        fields = _diff_snapshot(rs, os_)
+        if fields or rs.after != os_.after:
+            after = by_index.get(os_.after)
+            return [
+                _lockstep(
+                    fields[0] if fields else "after",
+                    after.op if after else None,
+                    f"after op {os_.after}, the state differs in {', '.join(fields) or 'order'}",
+                    after,
+                    detail=f"reference: {rs}\noptimized: {os_}",
+                )
+            ]
+    if len(ref.snapshots) != len(opt.snapshots):
+        return [
+            _lockstep("snapshots", None, "the engines took different numbers of snapshots", None)
+        ]
+    return []
+
+
+def _lockstep(
+    field_: str, op: Op | None, message: str, rec: OpRecord | None, detail: str = ""
+) -> Finding:
+    return Finding(
+        "lockstep",
+        f"serial-{field_}",
+        "optimized",
+        op.kind.name.lower() if op else "-",
+        _kinds([op]),
+        message,
+        rec.response if rec else -1,
+        rec.task if rec else -1,
+        detail,
+    )
+
+
+def divergences(case: Case, ref: RunRecord, opt: RunRecord) -> tuple[str, ...]:
+    """What differs between two runs of one case: per-op results and the final image."""
+    out = []
+    names = case.all_ops()
+    for r, o in zip(ref.ops, opt.ops, strict=False):
+        if r.part == "monitor" or o.part == "monitor":
+            break
+        if r.result != o.result:
+            part, t, op = names[r.index]
+            who = f"t{t}" if part == "thread" else part
+            out.append(
+                f"op {r.index} ({who}: {format_op(op)}): reference {result_name(r.result)}, "
+                f"optimized {result_name(o.result)}"
+            )
+    for mm, (ri, oi) in enumerate(zip(ref.image, opt.image, strict=False)):
+        if ri == oi:
+            continue
+        if ri is None or oi is None:
+            out.append(f"mm{mm}: exists in one engine only")
+            continue
+        for page, (a, b) in enumerate(zip(ri, oi, strict=False)):
+            if a != b:
+                out.append(f"mm{mm} page {page}: reference {a}, optimized {b}")
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict
+
+
+def engine_findings(engine: str, case: Case, rec: RunRecord, notes: list[str]) -> list[Finding]:
+    """The oracles that judge one engine's run on its own (contract, liveness,
+    linearizability); an undecided linearizability search adds a line to `notes`."""
+    found = contract_findings(engine, rec) + liveness_findings(engine, rec)
+    lin = linearizability_finding(engine, case, rec)
+    if isinstance(lin, Finding):
+        found.append(lin)
+    elif lin:
+        notes.append(lin)
+    return found
+
+
+def _order(f: Finding) -> tuple[int, int, int]:
+    return (ENGINES.index(f.engine) if f.engine in ENGINES else 2, ORACLES.index(f.oracle), f.step)
+
+
+def check_case(case: Case, *, mutant: str | None = None, trace: bool = False) -> Verdict:
+    """Run both engines on `case` and apply every oracle (see the module docstring)."""
+    ref = run_engine("reference", case, None, trace)
+    opt = run_engine("optimized", case, mutant, trace)
+    findings: list[Finding] = []
+    notes: list[str] = []
+    for engine, rec in (("reference", ref), ("optimized", opt)):
+        if isinstance(rec, Finding):
+            findings.append(rec)
+        else:
+            findings.extend(engine_findings(engine, case, rec, notes))
+    ref_rec = ref if isinstance(ref, RunRecord) else None
+    opt_rec = opt if isinstance(opt, RunRecord) else None
+    if ref_rec and opt_rec and case.schedule.strategy is Strategy.SERIAL:
+        engines = {f.engine for f in findings}
+        blame = "reference" if engines == {"reference"} else "optimized"
+        findings.extend(lockstep_findings(case, ref_rec, opt_rec, blame))
+    if findings:
+        findings.sort(key=_order)
+        return Verdict(FINDING, tuple(findings), (), ref_rec, opt_rec, tuple(notes))
+    assert ref_rec is not None and opt_rec is not None
+    diff = divergences(case, ref_rec, opt_rec)
+    return Verdict(BENIGN if diff else PASS, (), diff, ref_rec, opt_rec, tuple(notes))
+
+
+def resolved_case(case: Case, rec: RunRecord) -> Case:
+    """`case` with its concurrent schedule resolved to the explicit choices `rec` made."""
+    if case.schedule.strategy is Strategy.SERIAL:
+        return case
+    return replace(case, schedule=Schedule.explicit(tuple(rec.choices)))
+
+
+def schedule_text(case: Case) -> str:
+    return format_schedule(case.schedule).removeprefix("schedule ")
+
+
+@functools.cache
+def build_identity() -> str:
+    """The engines' build identity: package version plus hashes of the native module and of
+    the reference sources (a replay token from another build may replay differently)."""
+    from importlib import metadata
+
+    import optimized._native as native
+
+    try:
+        version = metadata.version("vmafuzz")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    native_hash = hashlib.sha256(pathlib.Path(str(native.__file__)).read_bytes()).hexdigest()[:12]
+    ref_dir = pathlib.Path(str(reference.__file__)).parent
+    h = hashlib.sha256()
+    for f in sorted(ref_dir.glob("*.py")):
+        h.update(f.read_bytes())
+    return f"vmafuzz {version} native {native_hash} reference {h.hexdigest()[:12]}"
+
+
+def violation_text(v: Violation) -> str:
+    return f"step {v.step} task {v.task}: {v.rule} in {v.function}: {v.message}"

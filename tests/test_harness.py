@@ -1,0 +1,187 @@
+"""`fuzz.harness`: every oracle fires on a crafted run and stays quiet on a clean one."""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import replace
+
+import pytest
+
+import reference
+from fuzz import harness
+from fuzz.case import Case, Op, OpKind, Schedule, parse_case
+from fuzz.harness import (
+    BENIGN,
+    FINDING,
+    PASS,
+    check_case,
+    contract_findings,
+    divergences,
+    linearizability_finding,
+    liveness_findings,
+    lockstep_findings,
+)
+from fuzz.record import (
+    RES_SIGSEGV,
+    STATUS_DEADLOCK,
+    STATUS_LIVELOCK,
+    MigrationFailure,
+    OpRecord,
+    RunRecord,
+    Violation,
+    WaitEdge,
+)
+
+CASE = parse_case(
+    """
+pages 4
+setup:
+  mmap mm0 0+4 rw
+  write mm0 1 0x11
+thread 0:
+  read mm0 1
+  write mm0 2 0x22
+thread 1:
+  read mm0 2
+  migrate mm0 1
+schedule serial
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def clean() -> RunRecord:
+    rec = reference.run(CASE)
+    assert rec.status == "ok" and not rec.violations
+    return rec
+
+
+def _with_result(rec: RunRecord, index: int, result: int) -> RunRecord:
+    ops = tuple(replace(o, result=result) if o.index == index else o for o in rec.ops)
+    return replace(rec, ops=ops)
+
+
+def test_contract_quiet_and_firing(clean: RunRecord) -> None:
+    assert contract_findings("optimized", clean) == []
+    read = next(o for o in clean.ops if o.op.kind is OpKind.READ and o.part == "thread")
+    v = Violation("lock.release-unheld", "vma_end_read", "not held", read.invoke, read.task)
+    found = contract_findings("optimized", replace(clean, violations=(v,)))
+    assert len(found) == 1
+    f = found[0]
+    assert (f.oracle, f.rule, f.function, f.op_kinds) == (
+        "contract",
+        "lock.release-unheld",
+        "vma_end_read",
+        ("read",),
+    )
+    assert f.signature == "contract/lock.release-unheld/optimized/vma_end_read/read"
+
+
+def test_liveness_deadlock_and_livelock(clean: RunRecord) -> None:
+    assert liveness_findings("optimized", clean) == []
+    edges = (
+        WaitEdge(0, "vma_start_write:down_write", "vma#1.vm_lock", (1,)),
+        WaitEdge(1, "lock_mm_and_find_vma:mmap_read_lock", "mm0.mmap_lock", (0,)),
+    )
+    dead = liveness_findings("optimized", replace(clean, status=STATUS_DEADLOCK, wait_for=edges))
+    assert [f.rule for f in dead] == ["deadlock"]
+    assert dead[0].function == "lock_mm_and_find_vma+vma_start_write"
+    assert "vma#1.vm_lock held by [1]" in dead[0].detail
+    live = liveness_findings("optimized", replace(clean, status=STATUS_LIVELOCK))
+    assert [f.rule for f in live] == ["livelock"]
+
+
+def _failed_migration(clean: RunRecord, waiting: bool) -> RunRecord:
+    mig = next(o for o in clean.ops if o.op.kind is OpKind.MIGRATE)
+    failure = MigrationFailure(
+        mig.invoke, mig.task, "folio#3", 1, 2, ((0, "__migration_entry_wait:get_page", waiting),)
+    )
+    return replace(_with_result(clean, mig.index, 1), migration_failures=(failure,))
+
+
+def test_liveness_migration_eagain(clean: RunRecord) -> None:
+    # The extra reference belongs to a task asleep on this very folio: no legitimate holder.
+    found = liveness_findings("optimized", _failed_migration(clean, waiting=True))
+    assert [(f.rule, f.function) for f in found] == [("migration-eagain", "__migration_entry_wait")]
+    # A holder that is not waiting for the folio (a copy in flight) is legitimate.
+    assert liveness_findings("optimized", _failed_migration(clean, waiting=False)) == []
+
+
+def test_linearizability_quiet_and_firing(clean: RunRecord) -> None:
+    assert linearizability_finding("optimized", CASE, clean) is None
+    read = next(o for o in clean.ops if o.op.kind is OpKind.READ and o.part == "thread")
+    lost = _with_result(clean, read.index, 0x99)  # a value nobody wrote
+    f = linearizability_finding("optimized", CASE, lost)
+    assert isinstance(f, harness.Finding)
+    assert (f.oracle, f.rule, f.function) == ("linearizability", "not-linearizable", "read")
+    assert "page 1" in f.message
+
+
+def test_lockstep_quiet_and_firing(clean: RunRecord) -> None:
+    assert lockstep_findings(CASE, clean, clean) == []
+    read = next(o for o in clean.ops if o.op.kind is OpKind.READ and o.part == "thread")
+    other = _with_result(clean, read.index, RES_SIGSEGV)
+    assert [f.rule for f in lockstep_findings(CASE, clean, other)] == ["serial-result"]
+    snaps = list(clean.snapshots)
+    snaps[2] = replace(snaps[2], swap=((0, 1, False),))
+    found = lockstep_findings(CASE, clean, replace(clean, snapshots=tuple(snaps)))
+    assert [f.rule for f in found] == ["serial-swap"]
+
+
+def test_divergences(clean: RunRecord) -> None:
+    assert divergences(CASE, clean, clean) == ()
+    mig = next(o for o in clean.ops if o.op.kind is OpKind.MIGRATE)
+    other = _with_result(clean, mig.index, -errno.EBUSY)
+    (diff,) = divergences(CASE, clean, other)
+    assert "migrate mm0 1" in diff and "-EBUSY" in diff
+
+
+def _patched(monkeypatch: pytest.MonkeyPatch, ref: object, opt: object) -> None:
+    def run_engine(engine: str, case: Case, mutant: str | None, trace: bool) -> object:
+        which = ref if engine == "reference" else opt
+        if isinstance(which, BaseException):
+            return harness._crash(engine, which)
+        return which
+
+    monkeypatch.setattr(harness, "run_engine", run_engine)
+
+
+def test_check_case_verdicts(monkeypatch: pytest.MonkeyPatch, clean: RunRecord) -> None:
+    concurrent = replace(CASE, schedule=Schedule.explicit([1, 0, 1]))
+    _patched(monkeypatch, clean, clean)
+    assert check_case(concurrent).kind == PASS
+    mig = next(o for o in clean.ops if o.op.kind is OpKind.MIGRATE)
+    _patched(monkeypatch, clean, _with_result(clean, mig.index, -errno.EBUSY))
+    v = check_case(concurrent)
+    assert v.kind == BENIGN and len(v.divergences) == 1
+    _patched(monkeypatch, clean, RuntimeError("bug in optimized._native: panic: boom"))
+    v = check_case(concurrent)
+    assert v.kind == FINDING
+    assert v.finding is not None and v.finding.oracle == "crash"
+    assert v.finding.rule == "RuntimeError"
+
+
+def test_finding_against_the_reference_is_labelled(
+    monkeypatch: pytest.MonkeyPatch, clean: RunRecord
+) -> None:
+    read = next(o for o in clean.ops if o.op.kind is OpKind.READ and o.part == "thread")
+    _patched(monkeypatch, _with_result(clean, read.index, 0x99), clean)
+    v = check_case(CASE)
+    assert v.kind == FINDING and v.finding is not None
+    assert v.finding.engine == "reference"
+    assert "spec or harness defect" in v.finding.headline()
+
+
+def test_real_engines_agree_on_the_examples() -> None:
+    from fuzz.cli import bundled_examples
+
+    for _, case in bundled_examples():
+        v = check_case(case)
+        assert v.kind in (PASS, BENIGN), v.finding and v.finding.headline()
+
+
+def test_op_at_finds_the_running_operation(clean: RunRecord) -> None:
+    o: OpRecord = next(o for o in clean.ops if o.part == "thread")
+    assert harness._op_at(clean, o.task, o.invoke) == o
+    assert harness._op_at(clean, 99, o.invoke) is None
+    assert Op(OpKind.READ) is not None
