@@ -125,7 +125,9 @@ def test_a_killed_writer_leaves_no_finding(tmp_path: pathlib.Path) -> None:
     assert list_findings(tmp_path) == []
 
 
-def test_store_and_repro_from_a_fresh_process(tmp_path: pathlib.Path, z18: tuple[Case, Verdict]) -> None:
+def test_store_and_repro_from_a_fresh_process(
+    tmp_path: pathlib.Path, z18: tuple[Case, Verdict]
+) -> None:
     case, verdict = z18
     saved = store(case, verdict, Z18, tmp_path)
     assert saved.new and store(case, verdict, Z18, tmp_path).path == saved.path
@@ -147,7 +149,9 @@ def test_store_and_repro_from_a_fresh_process(tmp_path: pathlib.Path, z18: tuple
     assert out.stdout.splitlines()[:-1] == stored[:-1]
 
 
-def test_repro_exits_0_once_fixed(capsys: pytest.CaptureFixture[str], z18: tuple[Case, Verdict]) -> None:
+def test_repro_exits_0_once_fixed(
+    capsys: pytest.CaptureFixture[str], z18: tuple[Case, Verdict]
+) -> None:
     from fuzz.cli import main
 
     case, verdict = z18
@@ -170,7 +174,7 @@ def test_minimize_keeps_the_signature(z18: tuple[Case, Verdict]) -> None:
     result = minimize(big, verdict, Z18)
     assert result.verdict.finding is not None
     assert any(f.signature == verdict.finding.signature for f in result.verdict.findings)
-    ops, threads, switches = result.after
+    ops, threads, _switches = result.after
     assert ops <= 6 and threads <= 2
     assert result.after < result.before
     assert minimize(big, verdict, Z18).case == result.case  # deterministic
