@@ -26,6 +26,7 @@ import pathlib
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_DIR = "findings"
@@ -55,7 +56,7 @@ def _hit(path: pathlib.Path, case_key: str) -> None:
 
 def save_finding(
     root: str | os.PathLike[str],
-    meta: dict[str, object],
+    meta: Mapping[str, object],
     token: str,
     case_text: str,
     report: str,
