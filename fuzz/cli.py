@@ -11,9 +11,8 @@ Subcommands:
 * ``vmafuzz minimize FINDING|TOKEN`` shrinks a finding to the fewest operations and context
   switches with the same signature, prints the sizes before and after and the new token, and
   (for a finding directory) writes ``minimized.case`` and ``minimized.token`` into it.
-* ``vmafuzz fuzz`` runs a time-boxed campaign. For now it walks the bundled example cases and
-  prints, for each, its text form and the scheduler's decision trace; ``--time`` and
-  ``--workers`` are accepted so that the interface is already the final one.
+* ``vmafuzz fuzz`` runs a time-boxed coverage-guided campaign (`fuzz.campaign`) from the bundled
+  corpus on every core, with live progress, findings stored under ``findings/`` and a summary.
 
 Exit status: 0 on success, 1 when ``repro`` still fails, 2 on a usage error or unreadable input
 (one line on stderr, never a traceback).
@@ -35,15 +34,14 @@ from fuzz.case import (
     CaseFormatError,
     decode,
     decode_strict,
+    encode,
     format_case,
-    format_op,
     parse_case,
 )
 from fuzz.harness import build_identity, check_case
 from fuzz.minimize import minimize
 from fuzz.token import PREFIX, Token, TokenError
 from fuzz.triage import load_token, triage
-from reference.sched import Runtime, Task, TaskGen, make_policy
 
 PROG = "vmafuzz"
 EXIT_USAGE = 2
@@ -216,48 +214,34 @@ def bundled_examples() -> Iterator[tuple[str, Case]]:
             yield entry.name, parse_case(entry.read_text(encoding="utf-8"))
 
 
-def _toy_thread(rt: Runtime, task: Task, case: Case, thread: int) -> TaskGen:
-    """A stand-in for a user thread: one step per op, each op an operation of its own."""
-    for op in case.threads[thread]:
-        rt.op_begin(task)
-        yield format_op(op)
-        rt.op_end(task)
-
-
-def schedule_trace(case: Case) -> Runtime:
-    """Run one toy task per thread under the case's schedule; the runtime keeps the trace."""
-    rt = Runtime(trace=True)
-    for t in range(len(case.threads)):
-        task = rt.spawn(f"thread {t}")
-        rt.start(task, _toy_thread(rt, task, case, t))
-    s = case.schedule
-    rt.policy = make_policy(s.strategy, s.seed, s.depth, s.steps, s.choices, len(rt.tasks))
-    rt.run()
-    return rt
-
-
-def format_trace(rt: Runtime) -> str:
-    """The decisions of the concurrent part: tasks chosen, as choice bytes, and step by step."""
-    lines = [
-        f"resolved schedule: {' '.join(map(str, rt.chosen)) or '(no real decisions)'}",
-        f"as explicit choices: {' '.join(map(str, rt.choice_log)) or '(none)'}",
-        "  step  task  runs until",
-    ]
-    for step, tid, site in rt.trace or []:
-        lines.append(f"  {step:4}  t{tid:<3}  {site or '(thread exits)'}")
-    return "\n".join(lines) + "\n"
+def bundled_seeds() -> list[bytes]:
+    """The campaign's initial corpus: every bundled case, as canonical bytes."""
+    return [encode(case) for _, case in bundled_examples()]
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
+    from fuzz import campaign
+
+    config = campaign.Config(
+        time=args.time,
+        runs=args.runs,
+        workers=args.workers,
+        seed=args.seed,
+        mutant=_mutant(args.mutant),
+        findings=args.findings,
+        seeds=tuple(bundled_seeds()),
+        quiet=args.quiet,
+    )
     out = sys.stdout
     out.write(
-        f"vmafuzz fuzz: the engines are not wired in yet; showing the scheduler's decisions for "
-        f"the bundled examples (--time {args.time:g}, --workers {args.workers}).\n"
+        f"vmafuzz fuzz: {config.workers} workers, "
+        + (f"{config.runs} runs" if config.runs else f"{config.time:g}s")
+        + f", seed {config.seed}, {len(config.seeds)} bundled cases"
+        + (f", mutant {config.mutant}" if config.mutant else "")
+        + f", findings in {config.findings}/\n"
     )
-    for name, case in bundled_examples():
-        out.write(f"\n== {name}\n{format_case(case)}")
-        out.write(format_trace(schedule_trace(case)))
-    return 0
+    total = campaign.run(config, out)
+    return 1 if total.signatures else 0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -271,6 +255,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
     return value
 
 
@@ -300,17 +294,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--lenient", action="store_true", help="decode any bytes as the fuzzers do (raw inputs)"
     )
     show.set_defaults(func=cmd_show)
-    fuzz = sub.add_parser("fuzz", help="run a time-boxed campaign on the bundled corpus")
+    fuzz = sub.add_parser(
+        "fuzz",
+        help="run a time-boxed campaign on the bundled corpus (exit 1 if it found anything)",
+        description="Coverage-guided differential fuzzing of both engines; libFuzzer-style "
+        "spellings of the flags (-max_total_time, -runs, -workers/-jobs, -seed) work too.",
+    )
     fuzz.add_argument(
-        "--time", type=_positive_float, default=60.0, metavar="SECONDS", help="time box (60)"
+        "--time",
+        "-max_total_time",
+        type=_positive_float,
+        default=90.0,
+        metavar="SECONDS",
+        help="time box (90)",
+    )
+    fuzz.add_argument(
+        "--runs", "-runs", type=_nonnegative_int, default=0, metavar="N", help="stop after N cases"
     )
     fuzz.add_argument(
         "--workers",
+        "-workers",
+        "-jobs",
         type=_positive_int,
         default=os.cpu_count() or 1,
         metavar="N",
         help="worker processes (one per core)",
     )
+    fuzz.add_argument("--seed", "-seed", type=_nonnegative_int, default=0, metavar="N")
+    fuzz.add_argument("--mutant", metavar="NAME", help="fuzz the optimized engine as this mutant")
+    fuzz.add_argument(
+        "--findings", default="findings", metavar="DIR", help="where findings go (findings/)"
+    )
+    fuzz.add_argument("--quiet", action="store_true", help="no live progress line")
     fuzz.set_defaults(func=cmd_fuzz)
     repro = sub.add_parser(
         "repro",

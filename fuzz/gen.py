@@ -35,7 +35,7 @@ from fuzz.case import (
 )
 from reference.sched import SplitMix64
 
-__all__ = ["random_case"]
+__all__ = ["Draw", "random_case", "random_schedule", "random_thread_op"]
 
 RW = PROT_READ | PROT_WRITE
 
@@ -59,8 +59,9 @@ _WEIGHTS: tuple[tuple[OpKind, int], ...] = (
 _TOTAL = sum(w for _, w in _WEIGHTS)
 
 
-class _Draw:
-    """The generator's state: the PRNG, the mapped pages, the next distinct value."""
+class Draw:
+    """The generator's state: the PRNG, the mapped pages, the next distinct value (also used
+    by the mutators in `fuzz.mutate`)."""
 
     def __init__(self, seed: int, nr_pages: int) -> None:
         self.rng = SplitMix64(seed)
@@ -114,13 +115,13 @@ def random_case(
     and of a fork in the setup.
     """
     pages = SplitMix64(seed ^ 0x5EED).below(nr_pages[1] - nr_pages[0] + 1) + nr_pages[0]
-    d = _Draw(seed, max(1, min(MAX_PAGES, pages)))
+    d = Draw(seed, max(1, min(MAX_PAGES, pages)))
     setup = _setup(d, fork_fraction)
     forked = any(op.kind is OpKind.FORK for op in setup)
     nthreads = max(1, min(MAX_THREADS, d.between(*threads)))
     lo, hi = max(0, ops_per_thread[0]), min(16, ops_per_thread[1])
     parts = tuple(
-        tuple(_thread_op(d, nthreads, forked) for _ in range(d.between(lo, hi)))
+        tuple(random_thread_op(d, nthreads, forked) for _ in range(d.between(lo, hi)))
         for _ in range(nthreads)
     )
     post = tuple(Op(OpKind.READ, 0, d.page()) for _ in range(d.below(3)))
@@ -131,12 +132,12 @@ def random_case(
         nr_pages=d.nr_pages,
         swap_async=d.chance(async_fraction),
         uffd_monitor=d.chance(monitor_fraction),
-        schedule=_schedule(d, serial_fraction),
+        schedule=random_schedule(d, serial_fraction),
     )
     return case.validate()
 
 
-def _setup(d: _Draw, fork_fraction: float) -> tuple[Op, ...]:
+def _setup(d: Draw, fork_fraction: float) -> tuple[Op, ...]:
     n = d.nr_pages
     ops: list[Op] = []
     rw_end = max(1, d.between(n // 2, n))
@@ -172,7 +173,8 @@ def _setup(d: _Draw, fork_fraction: float) -> tuple[Op, ...]:
     return (*ops, *writes[: max(0, room)], *tail)[:MAX_OPS_PER_PART]
 
 
-def _thread_op(d: _Draw, nthreads: int, forked: bool) -> Op:
+def random_thread_op(d: Draw, nthreads: int, forked: bool) -> Op:
+    """One random thread operation, weighted towards accesses, on mapped pages mostly."""
     r = d.below(_TOTAL)
     kind = OpKind.READ
     for k, w in _WEIGHTS:
@@ -200,7 +202,8 @@ def _thread_op(d: _Draw, nthreads: int, forked: bool) -> Op:
     return Op(kind, mm, start, size)
 
 
-def _schedule(d: _Draw, serial_fraction: float) -> Schedule:
+def random_schedule(d: Draw, serial_fraction: float) -> Schedule:
+    """A random schedule: serial with probability `serial_fraction`, else pct/random/explicit."""
     if d.chance(serial_fraction):
         return Schedule.serial()
     pick = d.below(5)
