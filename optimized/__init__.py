@@ -3,22 +3,46 @@
 The compiled module `optimized._native` is built by maturin from ``optimized/Cargo.toml`` when
 the project is installed (``pip install .`` or ``pip install -e .``; after a Rust edit, run
 ``pip install -e .`` again). This package re-exports its public names; ``_native.pyi`` holds their
-signatures. Malformed input raises `CaseFormatError` (a `ValueError`); a panic inside the engine
-comes out as `RuntimeError`, never as PyO3's ``PanicException``.
+signatures. Malformed input raises `CaseFormatError` (a `ValueError`), an unknown mutant name
+`UnknownMutant` (a `ValueError` listing `MUTANTS`), a broken engine invariant `EngineError`; a
+panic inside the engine comes out as `RuntimeError`, never as PyO3's ``PanicException``.
+
+``run(case)`` is the facade every oracle uses; ``run_bytes(data)`` is the harness's hot path: it
+takes the encoded case and returns the nested tuples `fuzz.record.RunRecord.from_native` reads.
 """
 
+from __future__ import annotations
+
+from fuzz.case import Case, encode
+from fuzz.record import RunRecord
 from optimized._native import (
     FORMAT_VERSION,
+    MUTANTS,
     OP_NAMES,
     CaseFormatError,
+    EngineError,
+    UnknownMutant,
     canonicalize,
     decode_strict_ok,
+    run_bytes,
 )
 
 __all__ = [
     "FORMAT_VERSION",
+    "MUTANTS",
     "OP_NAMES",
     "CaseFormatError",
+    "EngineError",
+    "UnknownMutant",
     "canonicalize",
     "decode_strict_ok",
+    "run",
+    "run_bytes",
 ]
+
+
+def run(case: Case, mutant: str | None = None, trace: bool = False) -> RunRecord:
+    """Run `case` through the optimized engine (with the named zoo `mutant`, if any); the
+    same case gives the same record. With `trace`, lock events and the step trace are kept."""
+    # encode() only ever produces canonical bytes: skip the strict decoder's re-encoding check.
+    return RunRecord.from_native(run_bytes(encode(case), mutant, trace, lenient=True))

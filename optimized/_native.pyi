@@ -1,13 +1,17 @@
 """Stubs for the compiled module built from ``optimized/src/py.rs``; keep the two in step."""
 
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "FORMAT_VERSION",
+    "MUTANTS",
     "OP_NAMES",
     "CaseFormatError",
+    "EngineError",
+    "UnknownMutant",
     "canonicalize",
     "decode_strict_ok",
+    "run_bytes",
     "toy_run",
 ]
 
@@ -17,8 +21,24 @@ FORMAT_VERSION: Final[int]
 OP_NAMES: Final[tuple[str, ...]]
 """Operation names indexed by op code (``fuzz.case.OP_NAMES``)."""
 
+MUTANTS: Final[tuple[str, ...]]
+"""The zoo mutants `run_bytes` accepts by name (ZOO.md)."""
+
 class CaseFormatError(ValueError):
     """Bytes that are not a canonical vmafuzz case; the message is one line."""
+
+class UnknownMutant(ValueError):  # noqa: N818 (the name the harness uses)
+    """A mutant name that is not in `MUTANTS`; the message lists the known names."""
+
+class EngineError(RuntimeError):
+    """A broken internal invariant of the optimized engine (an engine bug, never an outcome)."""
+
+def run_bytes(
+    data: bytes, mutant: str | None = None, trace: bool = False, lenient: bool = False
+) -> tuple[Any, ...]:
+    """Run the case in `data` (canonical bytes, or any bytes with `lenient`) through the
+    optimized engine; the nested tuples ``fuzz.record.RunRecord.from_native`` reads. The GIL
+    is released while the engine runs."""
 
 def canonicalize(data: bytes) -> bytes:
     """The canonical bytes of `data`: lenient decode, then encode. Never fails."""

@@ -1,4 +1,6 @@
 //! The one integration-test binary (shuttle's layout): each module is a group of tests.
 
 mod codec;
+mod engine;
 mod sched;
+mod vma_lock;

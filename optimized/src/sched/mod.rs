@@ -235,12 +235,14 @@ impl<W: Clone> Sched<W> {
     /// runnable); the caller yields next.
     pub fn sleep_timed(&mut self, tid: TaskId) {
         let step = self.step;
-        let others: Vec<TaskId> = self
-            .tasks
-            .iter()
-            .filter(|t| t.state == TaskState::Runnable && t.tid != tid)
-            .map(|t| t.tid)
-            .collect();
+        let mut others = std::mem::take(&mut self.tasks[tid].sleep_wait);
+        others.clear();
+        others.extend(
+            self.tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Runnable && t.tid != tid)
+                .map(|t| t.tid),
+        );
         let t = &mut self.tasks[tid];
         t.state = TaskState::Sleeping;
         t.sleep_step = step;

@@ -1,0 +1,109 @@
+//! [`InlineVec`]: a fixed-capacity vector stored inline, for the per-lock and per-task lists
+//! (readers, waiters, spinners, held locks) that never hold more entries than a run has
+//! tasks. Keeping them out of the heap removes most allocations from the step loop.
+
+/// Up to `N` `Copy` items inline, in insertion order. A push beyond `N` is dropped (a run has
+/// at most 10 tasks and no list holds a task twice, so it cannot happen without a broken
+/// model; the contract layer then reports the lost entry as an unbalanced release).
+#[derive(Clone, Copy, Debug)]
+pub struct InlineVec<T: Copy + Default, const N: usize> {
+    len: usize,
+    items: [T; N],
+}
+
+impl<T: Copy + Default, const N: usize> Default for InlineVec<T, N> {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            items: [T::default(); N],
+        }
+    }
+}
+
+impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
+    pub fn as_slice(&self) -> &[T] {
+        &self.items[..self.len]
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.as_slice().iter()
+    }
+
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, item: T) {
+        if self.len < N {
+            self.items[self.len] = item;
+            self.len += 1;
+        }
+    }
+
+    pub fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        Some(self.items[self.len])
+    }
+
+    pub fn first(&self) -> Option<&T> {
+        self.as_slice().first()
+    }
+
+    /// Remove and return item `i`, shifting the rest down.
+    pub fn remove(&mut self, i: usize) -> T {
+        let item = self.items[i];
+        self.items.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+        item
+    }
+
+    pub fn pop_front(&mut self) -> Option<T> {
+        (!self.is_empty()).then(|| self.remove(0))
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        let mut j = 0;
+        for i in 0..self.len {
+            if keep(&self.items[i]) {
+                self.items[j] = self.items[i];
+                j += 1;
+            }
+        }
+        self.len = j;
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Take every item out, leaving the vector empty.
+    #[must_use]
+    pub fn take(&mut self) -> Self {
+        std::mem::take(self)
+    }
+}
+
+impl<'a, T: Copy + Default, const N: usize> IntoIterator for &'a InlineVec<T, N> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl<T: Copy + Default, const N: usize> IntoIterator for InlineVec<T, N> {
+    type Item = T;
+    type IntoIter = std::iter::Take<std::array::IntoIter<T, N>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter().take(self.len)
+    }
+}

@@ -1,0 +1,420 @@
+//! `run(case)`: one deterministic run of a case through the optimized kernel (MODEL.md §5),
+//! the mirror of `reference/run.py`.
+//!
+//! Tasks: threads `0..T-1`, `main` (T: setup and post), the swap I/O daemon (T+1), the RCU
+//! daemon (T+2: frees VMAs after a grace period) and, if the case names one, the userfaultfd
+//! monitor (T+3). Phases: setup (serial policy), the concurrent part (the case's strategy),
+//! post (serial). At the end of each phase nothing can run; every unfinished user task then
+//! either sleeps in `handle_userfault` (its operation is `hung`, the task leaves) or the run is
+//! a deadlock (with the wait-for graph) and stops. Running out of steps is a livelock. Under the
+//! `serial` strategy a snapshot is taken after every operation, at the next operation's start
+//! (when the daemons have drained) and at the end.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::case::{Case, Op, OpKind, Strategy};
+use crate::mutant::Mutant;
+use crate::objects::{Kernel, WaitOn};
+use crate::ops::{do_op, ESRCH};
+use crate::primitives::{assert_no_locks_held, Abort, KResult};
+use crate::rcu::rcu_daemon;
+use crate::record::{
+    step_i64, OpRecord, RunRecord, Snapshot, WaitEdge, RES_HUNG, RES_KILLED, RES_NOT_RUN,
+    STATUS_DEADLOCK, STATUS_LIVELOCK, STATUS_OK,
+};
+use crate::sched::{Executor, Policy, RunOutcome, TaskId, TaskState};
+use crate::snapshot::{check_quiescence, take_snapshot};
+use crate::swap::swap_io_daemon;
+use crate::userfaultfd::uffd_monitor;
+
+/// A broken internal invariant of the engine (Python's `optimized.EngineError`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError(pub String);
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "engine invariant broken: {}", self.0)
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// Per-op bookkeeping the task bodies share with the engine.
+#[derive(Debug, Default)]
+struct Book {
+    /// (invoke, response, result) per op of the case.
+    results: Vec<[i64; 3]>,
+    owner: Vec<Option<TaskId>>,
+    finished: Vec<bool>,
+    pending_snapshot: Option<usize>,
+    snapshots: Vec<Snapshot>,
+    abort: Option<Abort>,
+}
+
+/// One run: the kernel, the task ids, the bookkeeping.
+#[derive(Debug)]
+struct Runner {
+    k: Kernel,
+    /// (index in case order, part, thread, op) for every op of the case.
+    ops: Vec<(usize, &'static str, usize, Op)>,
+    book: RefCell<Book>,
+    serial: bool,
+    threads: Vec<TaskId>,
+    main: TaskId,
+}
+
+/// (index in case order, part, thread, op) for every op of the case.
+fn indexed_ops(case: &Case) -> Vec<(usize, &'static str, usize, Op)> {
+    let mut out: Vec<(&'static str, usize, Op)> =
+        case.setup.iter().map(|&o| ("setup", 0, o)).collect();
+    for (t, ops) in case.threads.iter().enumerate() {
+        out.extend(ops.iter().map(|&o| ("thread", t, o)));
+    }
+    out.extend(case.post.iter().map(|&o| ("post", 0, o)));
+    out.into_iter()
+        .enumerate()
+        .map(|(i, (p, t, o))| (i, p, t, o))
+        .collect()
+}
+
+/// Run `case` through the optimized engine; the same case gives the same record.
+pub fn run(case: &Case, mutant: Mutant, trace: bool) -> Result<RunRecord, EngineError> {
+    let nthreads = case.threads.len();
+    let ntasks = nthreads + 3 + usize::from(case.uffd_monitor);
+    let k = Kernel::new(
+        u32::from(case.nr_pages),
+        case.swap_async,
+        ntasks,
+        trace,
+        mutant,
+    );
+    let mut ex: Executor<WaitOn> = Executor::new();
+    let threads: Vec<TaskId> = (0..nthreads)
+        .map(|i| ex.spawn(&k.sched, &format!("t{i}"), false))
+        .collect();
+    let main = ex.spawn(&k.sched, "main", false);
+    let io = ex.spawn(&k.sched, "swap_io", true);
+    let rcu = ex.spawn(&k.sched, "rcu", true);
+    let monitor = case
+        .uffd_monitor
+        .then(|| ex.spawn(&k.sched, "uffd_monitor", true));
+    {
+        let mut s = k.st.borrow_mut();
+        s.new_mm(0);
+        s.mm_mut(0).visible = true;
+        s.rcu_daemon = Some(rcu);
+    }
+    let nops = case.op_count();
+    let book = Book {
+        results: vec![[-1, -1, RES_NOT_RUN]; nops],
+        owner: vec![None; nops],
+        finished: vec![false; nthreads],
+        ..Book::default()
+    };
+    let serial = case.schedule.strategy == Strategy::Serial;
+    let r = Rc::new(Runner {
+        k,
+        ops: indexed_ops(case),
+        book: RefCell::new(book),
+        serial,
+        threads,
+        main,
+    });
+    start_daemons(&r, &mut ex, io, rcu, monitor);
+    let status = run_phases(&r, &mut ex, case);
+    finish(&r, status)
+}
+
+fn start_daemons(
+    r: &Rc<Runner>,
+    ex: &mut Executor<WaitOn>,
+    io: TaskId,
+    rcu: TaskId,
+    monitor: Option<TaskId>,
+) {
+    let rr = Rc::clone(r);
+    ex.start(&r.k.sched, io, async move {
+        rr.k.resume();
+        rr.settle(swap_io_daemon(&rr.k).await);
+    });
+    let rr = Rc::clone(r);
+    ex.start(&r.k.sched, rcu, async move {
+        rr.k.resume();
+        rr.settle(rcu_daemon(&rr.k).await);
+    });
+    if let Some(m) = monitor {
+        let rr = Rc::clone(r);
+        ex.start(&r.k.sched, m, async move {
+            rr.k.resume();
+            rr.settle(uffd_monitor(&rr.k).await);
+        });
+    }
+}
+
+/// The three phases; the run's status.
+fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'static str {
+    let part = |want: &str, thread: Option<usize>| -> Vec<(usize, Op)> {
+        r.ops
+            .iter()
+            .filter(|(_, p, t, _)| *p == want && thread.is_none_or(|x| x == *t))
+            .map(|&(i, _, _, o)| (i, o))
+            .collect()
+    };
+    start_user(r, ex, r.main, part("setup", None), None);
+    let mut status = r.run_phase(ex);
+    if status == STATUS_OK && !r.aborted() {
+        for (t, &tid) in r.threads.iter().enumerate() {
+            start_user(r, ex, tid, part("thread", Some(t)), Some(t));
+        }
+        let s = &case.schedule;
+        let ntasks = r.k.sched.borrow().tasks.len();
+        r.k.sched.borrow_mut().policy = Policy::make(
+            s.strategy.code(),
+            s.seed,
+            u64::from(s.depth),
+            u64::from(s.steps),
+            &s.choices,
+            ntasks,
+        );
+        status = r.run_phase(ex);
+    }
+    if status == STATUS_OK && !r.aborted() {
+        r.k.sched.borrow_mut().policy = Policy::Serial;
+        start_user(r, ex, r.main, part("post", None), None);
+        status = r.run_phase(ex);
+    }
+    status
+}
+
+fn start_user(
+    r: &Rc<Runner>,
+    ex: &mut Executor<WaitOn>,
+    tid: TaskId,
+    ops: Vec<(usize, Op)>,
+    thread: Option<usize>,
+) {
+    let rr = Rc::clone(r);
+    let body = async move {
+        rr.k.resume();
+        let res = rr.user_body(tid, ops, thread).await;
+        rr.settle(res);
+    };
+    ex.start(&r.k.sched, tid, body);
+}
+
+impl Runner {
+    fn aborted(&self) -> bool {
+        self.book.borrow().abort.is_some()
+    }
+
+    /// A task body ended: an `Abort` stops the whole run at once.
+    fn settle(&self, res: KResult<()>) {
+        if let Err(e) = res {
+            let mut book = self.book.borrow_mut();
+            if book.abort.is_none() {
+                book.abort = Some(e);
+            }
+            // Nothing else may run: the budget ends with this step.
+            let mut sched = self.k.sched.borrow_mut();
+            sched.max_steps = sched.step;
+        }
+    }
+
+    async fn user_body(
+        &self,
+        tid: TaskId,
+        ops: Vec<(usize, Op)>,
+        thread: Option<usize>,
+    ) -> KResult<()> {
+        for (idx, op) in ops {
+            self.k.yield_now("op:start").await;
+            self.take_pending_snapshot();
+            if self.k.st().cur[tid].killed {
+                break; // a killed task stops: its remaining ops are not run
+            }
+            self.book.borrow_mut().owner[idx] = Some(tid);
+            self.k.st().cur[tid].op_index = Some(idx);
+            let invoke = self.k.sched.borrow_mut().op_begin(tid);
+            // Pending: no result until it returns.
+            self.book.borrow_mut().results[idx] = [step_i64(invoke), -1, 0];
+            let mut result = if op.kind == OpKind::Kill {
+                self.kill(usize::from(op.target()))
+            } else {
+                do_op(&self.k, op).await?
+            };
+            {
+                let mut s = self.k.st();
+                if s.cur[tid].killed {
+                    result = RES_KILLED;
+                }
+                assert_no_locks_held(&mut s, tid, op.kind.name(), "lock.held-at-return");
+            }
+            let response = self.k.sched.borrow_mut().op_end(tid);
+            let mut book = self.book.borrow_mut();
+            book.results[idx][1] = step_i64(response);
+            book.results[idx][2] = result;
+            book.pending_snapshot = Some(idx);
+        }
+        if let Some(t) = thread {
+            self.book.borrow_mut().finished[t] = true;
+        }
+        Ok(())
+    }
+
+    /// `kill(t, SIGKILL)`: wake `t` if it sleeps killably (MODEL.md §5).
+    fn kill(&self, target: usize) -> i64 {
+        if target >= self.threads.len() || self.book.borrow().finished[target] {
+            return ESRCH;
+        }
+        let tid = self.threads[target];
+        let killable = {
+            let mut s = self.k.st();
+            s.cur[tid].killed = true;
+            s.cur[tid].killable
+        };
+        let mut sched = self.k.sched.borrow_mut();
+        if sched.tasks[tid].state == TaskState::Blocked && killable {
+            sched.wake(tid);
+        }
+        0
+    }
+
+    fn take_pending_snapshot(&self) {
+        let pending = self.book.borrow_mut().pending_snapshot.take();
+        if let (true, Some(after)) = (self.serial, pending) {
+            let snap = take_snapshot(&self.k.st.borrow(), after);
+            self.book.borrow_mut().snapshots.push(snap);
+        }
+    }
+
+    /// Run until nothing can run; settle hung tasks; detect deadlock and livelock.
+    fn run_phase(&self, ex: &mut Executor<WaitOn>) -> &'static str {
+        loop {
+            let outcome = ex.run(&self.k.sched);
+            if self.aborted() {
+                return STATUS_OK;
+            }
+            if outcome == RunOutcome::Livelock {
+                return STATUS_LIVELOCK;
+            }
+            let blocked: Vec<TaskId> = {
+                let sched = self.k.sched.borrow();
+                let stuck = sched.unfinished();
+                stuck
+                    .into_iter()
+                    .filter(|&t| sched.tasks[t].state == TaskState::Blocked)
+                    .collect()
+            };
+            if blocked.is_empty() {
+                return STATUS_OK;
+            }
+            let all_uffd = {
+                let sched = self.k.sched.borrow();
+                let in_uffd = |t: &TaskId| matches!(sched.tasks[*t].wait, Some(WaitOn::Uffd(..)));
+                blocked.iter().all(in_uffd)
+            };
+            if !all_uffd {
+                return STATUS_DEADLOCK;
+            }
+            // ... and the run goes on: other tasks may still have ops to run.
+            for t in blocked {
+                self.hang(t);
+            }
+        }
+    }
+
+    /// A user task asleep in `handle_userfault` that nothing can serve: its op is hung.
+    fn hang(&self, tid: TaskId) {
+        {
+            let mut s = self.k.st.borrow_mut();
+            let ctx = match self.k.sched.borrow().tasks[tid].wait {
+                Some(WaitOn::Uffd(ctx, _)) => Some(ctx),
+                _ => None,
+            };
+            if let Some(ctx) = ctx {
+                s.mm_mut(ctx).uffd.waiters.retain(|w| w.tid != tid);
+            }
+        }
+        {
+            let mut book = self.book.borrow_mut();
+            for i in 0..book.owner.len() {
+                if book.owner[i] == Some(tid) && book.results[i][0] >= 0 && book.results[i][1] < 0 {
+                    book.results[i][2] = RES_HUNG;
+                    book.pending_snapshot = Some(i);
+                }
+            }
+            if let Some(t) = self.threads.iter().position(|&x| x == tid) {
+                book.finished[t] = true;
+            }
+        }
+        let mut sched = self.k.sched.borrow_mut();
+        let task = &mut sched.tasks[tid];
+        task.state = TaskState::Done;
+        task.wait = None;
+        sched.active_ops -= 1;
+        if sched.active == Some(tid) {
+            sched.active = None;
+        }
+    }
+
+    fn task_of(&self, part: &str, thread: usize) -> TaskId {
+        if part == "thread" {
+            self.threads[thread]
+        } else {
+            self.main
+        }
+    }
+}
+
+/// Quiescence checks and the record.
+fn finish(r: &Runner, mut status: &'static str) -> Result<RunRecord, EngineError> {
+    if let Some(Abort::Model(msg)) = &r.book.borrow().abort {
+        return Err(EngineError(msg.clone()));
+    }
+    let stopped = r.aborted();
+    let mut wait_for = Vec::new();
+    if !stopped && status == STATUS_OK {
+        r.take_pending_snapshot();
+        let mut s = r.k.st.borrow_mut();
+        s.tid = r.main;
+        s.step = r.k.sched.borrow().step;
+        check_quiescence(&mut s);
+    }
+    if stopped {
+        status = STATUS_OK;
+    } else if status == STATUS_DEADLOCK {
+        wait_for = crate::waiton::wait_for_graph(&r.k.st.borrow(), &r.k.sched.borrow());
+    }
+    Ok(build_record(r, status, wait_for, stopped))
+}
+
+fn build_record(
+    r: &Runner,
+    status: &'static str,
+    wait_for: Vec<WaitEdge>,
+    stopped: bool,
+) -> RunRecord {
+    let mut book = r.book.borrow_mut();
+    let ops: Vec<OpRecord> = r
+        .ops
+        .iter()
+        .map(|&(i, part, t, op)| {
+            let [invoke, response, result] = book.results[i];
+            let task = r.task_of(part, t);
+            OpRecord {
+                index: i,
+                part,
+                task,
+                op,
+                invoke,
+                response,
+                result,
+            }
+        })
+        .collect();
+    let snapshots = std::mem::take(&mut book.snapshots);
+    let mut s = r.k.st.borrow_mut();
+    let sched = r.k.sched.borrow();
+    crate::record::build_record(&mut s, &sched, ops, snapshots, status, wait_for, stopped)
+}
