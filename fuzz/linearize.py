@@ -55,6 +55,7 @@ INF = 1 << 62
 DEFAULT_BUDGET = 1_000_000
 EXPLAIN_BUDGET = 100_000  # per search while explaining; an undecided step is not taken
 OK, FAIL, UNDECIDED = "ok", "fail", "undecided"
+GROWTH_INDEX = -(1 << 40)
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +200,10 @@ def page_histories(case: Case, record: RunRecord) -> list[list[SubOp]]:
         subs = _sub_ops(rec, whos, any(watched[p](rec) for p in pages), faults)
         for p in pages:
             hists[p].extend(subs)
-    for g in record.growths:
+    for k, g in enumerate(record.growths):
         op = Op(OpKind.MMAP, g.mm, g.start, g.end - g.start, g.prot | MAP_GROWSDOWN, int(g.uffd))
-        grow = SubOp(-1, "stack", op, g.step, g.step, g.start, phase=spec.GROW)
+        # An index of its own, below every phase's (-2 - op index) and the image's (-1).
+        grow = SubOp(GROWTH_INDEX - k, "stack", op, g.step, g.step, g.start, phase=spec.GROW)
         for p in range(g.start, min(g.end, n)):
             hists[p].append(grow)
         last = max(last, g.step + 1)
@@ -401,12 +403,21 @@ def _make_dfs(
 
 
 def _phases_first(ops: list[SubOp]) -> list[int]:
-    """Per op, the ops that must be linearized before it: its phase."""
-    pos = {o.index: i for i, o in enumerate(ops)}
+    """Per op, the ops that must be linearized before it: its phases. Identical phases of one
+    op (several FAULT steps) are interchangeable, so they are taken in list order: trying
+    their permutations could only find the same linearizations again."""
+    pos = {o.index: i for i, o in enumerate(ops) if not o.phase}
     need = [0] * len(ops)
+    previous: dict[tuple[int, str], int] = {}
     for i, o in enumerate(ops):
-        if o.phase and -2 - o.index in pos:
+        if not o.phase:
+            continue
+        if -2 - o.index in pos:
             need[pos[-2 - o.index]] |= 1 << i
+        twin = previous.get((o.index, o.phase))
+        if twin is not None:
+            need[i] |= 1 << twin
+        previous[(o.index, o.phase)] = i
     return need
 
 
