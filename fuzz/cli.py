@@ -11,8 +11,13 @@ Subcommands:
 * ``vmafuzz minimize FINDING|TOKEN`` shrinks a finding to the fewest operations and context
   switches with the same signature, prints the sizes before and after and the new token, and
   (for a finding directory) writes ``minimized.case`` and ``minimized.token`` into it.
+* ``vmafuzz corpus pack|unpack|merge|ls|export-seeds|harvest|seek`` manages corpus bundles
+  (`fuzz.corpus`; the format is in ``corpora/README.md``).
 * ``vmafuzz fuzz`` runs a time-boxed coverage-guided campaign (`fuzz.campaign`) from the bundled
   corpus on every core, with live progress, findings stored under ``findings/`` and a summary.
+* ``vmafuzz zoo`` re-finds the historical bugs planted as mutants (`fuzz.zoo`) and prints the
+  time to detect each, against a random-testing baseline; exit status 1 if one was missed or
+  the control found anything.
 
 Exit status: 0 on success, 1 when ``repro`` still fails, 2 on a usage error or unreadable input
 (one line on stderr, never a traceback).
@@ -28,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from importlib import resources
 
+from fuzz import corpus, zoo
 from fuzz.case import (
     MAGIC,
     Case,
@@ -245,6 +251,28 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# corpus
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    try:
+        return corpus.main(args)
+    except corpus.CorpusError as e:
+        raise InputError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# zoo
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    try:
+        return zoo.main(args)
+    except zoo.ZooError as e:
+        raise InputError(str(e)) from None
+
+
+# ---------------------------------------------------------------------------------------------
 # argument parsing
 
 
@@ -340,6 +368,20 @@ def build_parser() -> argparse.ArgumentParser:
     mini.add_argument("finding", metavar="FINDING|TOKEN|CASE")
     mini.add_argument("--mutant", metavar="NAME", help="run the optimized engine as this mutant")
     mini.set_defaults(func=cmd_minimize)
+    corp = sub.add_parser(
+        "corpus", help="pack, unpack, merge, list and export corpus bundles (corpora/README.md)"
+    )
+    corpus.add_arguments(corp)
+    corp.set_defaults(func=cmd_corpus)
+    bugs = sub.add_parser(
+        "zoo",
+        help="re-find the historical bugs planted as mutants; time to detect each",
+        description="For each zoo mutant and the unmutated control, run the campaign on one "
+        "core until its first finding (several seeds), minimise what it found, and compare "
+        "with random testing; exit 1 if a mutant was missed or the control found anything.",
+    )
+    zoo.add_arguments(bugs)
+    bugs.set_defaults(func=cmd_zoo)
     return parser
 
 
