@@ -1,7 +1,7 @@
 """The sources of the corpus: every hand-written scenario says what it is about and still
 reaches the paths its ``# reaches:`` lines name; every fuzzed case says where it came from.
 
-A scenario reaches a landmark (`fuzz.corpus.landmarks`) in an engine if one of its schedule
+A scenario reaches a landmark (`fuzz.harvest.landmarks`) in an engine if one of its schedule
 variants does. When an engine change moves its yield points, a pct or random variant may stop
 reaching its race: find a schedule that does with ``vmafuzz corpus seek`` and add it.
 """
@@ -12,7 +12,7 @@ import pathlib
 
 import pytest
 
-from fuzz import corpus
+from fuzz import corpus, harvest
 from fuzz.harness import check_case
 
 CORPORA = pathlib.Path(corpus.__file__).resolve().parent.parent / "corpora"
@@ -28,7 +28,7 @@ def reached(scenario: corpus.Scenario) -> dict[str, frozenset[str]]:
         for engine in ENGINES:
             rec = v.record(engine)
             assert rec is not None
-            out[engine] |= corpus.landmarks(rec)
+            out[engine] |= harvest.landmarks(rec)
     return out
 
 
