@@ -221,8 +221,14 @@ def bundled_examples() -> Iterator[tuple[str, Case]]:
 
 
 def bundled_seeds() -> list[bytes]:
-    """The campaign's initial corpus: every bundled case, as canonical bytes."""
-    return [encode(case) for _, case in bundled_examples()]
+    """The campaign's initial corpus: every bundled case (the examples and every bundle under
+    ``corpora/``), as canonical bytes, deduplicated and sorted."""
+    from fuzz import corpus
+
+    seeds = {encode(case) for _, case in bundled_examples()}
+    for path in corpus.bundle_paths():
+        seeds.update(corpus.read_records(path))
+    return sorted(seeds)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
