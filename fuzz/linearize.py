@@ -196,8 +196,8 @@ def page_histories(case: Case, record: RunRecord) -> list[list[SubOp]]:
             continue
         last = max(last, rec.invoke + 1, rec.response + 1)
         pages = _pages(rec.op, n)
-        faults = 1 + _overlapping(zaps, rec) if spec.is_access(rec.op) else 1
-        subs = _sub_ops(rec, whos, any(watched[p](rec) for p in pages), faults)
+        again = _overlapping(zaps, rec) if spec.is_access(rec.op) else 0
+        subs = _sub_ops(rec, whos, any(watched[p](rec) for p in pages), again)
         for p in pages:
             hists[p].extend(subs)
     for k, g in enumerate(record.growths):
@@ -269,17 +269,21 @@ def _pages(op: Op, n: int) -> range:
     return range(n) if op.kind is OpKind.FORK else range(op.page, min(op.pages().stop, n))
 
 
-def _sub_ops(rec: OpRecord, whos: list[str], observed: bool, faults: int = 1) -> list[SubOp]:
-    """The sub-ops an op gives each of its pages: its phases (a FAULT phase `faults` times),
-    then its own (none if hung)."""
+def _sub_ops(rec: OpRecord, whos: list[str], observed: bool, again: int = 0) -> list[SubOp]:
+    """The sub-ops an op gives each of its pages: its phases, then its own (none if hung).
+    An access that `again` page-emptying ops overlap may fault (and populate) that many more
+    times: it gets that many more FAULT phases (a weak read, whose own step stands for one
+    fault, gets them too when its faults can be observed)."""
     pending = rec.response < 0
     weak = pending or rec.result in (RES_KILLED, RES_HUNG)
     who = whos[rec.index] if 0 <= rec.index < len(whos) else rec.part
     response = INF if pending else rec.response
+    phases = list(spec.phases(rec.op, rec.result, weak, observed))
+    if again and (spec.FAULT in phases or (weak and observed)):
+        phases += [spec.FAULT] * again
     subs = [
         SubOp(-2 - rec.index, who, rec.op, rec.invoke, response, rec.result, weak, phase=phase)
-        for phase in spec.phases(rec.op, rec.result, weak, observed)
-        for _ in range(faults if phase == spec.FAULT else 1)
+        for phase in phases
     ]
     if rec.result != RES_HUNG:
         subs.append(SubOp(rec.index, who, rec.op, rec.invoke, response, rec.result, weak))

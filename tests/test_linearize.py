@@ -766,3 +766,19 @@ def test_an_access_may_populate_once_more_after_each_zap() -> None:
     # page empty, so a migrate that finds it populated is impossible.
     late = [*rows[:-2], (1, 42, 43, "mmap mm0 2+1 rw", 2), (2, 44, 45, "migrate mm0 2", 0)]
     assert not check(late, image=image).ok
+
+
+def test_a_killed_read_may_populate_once_more_after_each_zap() -> None:
+    """A killed read's own (weak) step stands for one fault; each zap it overlaps allows one
+    more (fuzz.bench.check seed 22869: populated before a fork, zapped, populated again)."""
+    zero = (True, 3, False, True, 0)
+    rows: list[Row] = [
+        *SETUP,
+        (0, 10, 40, "read mm0 2", RES_KILLED),
+        (1, 12, 13, "fork mm0", 1),
+        (1, 14, 15, "madvise_dontneed mm0 2+1", 0),
+    ]
+    image = mem(FULL5, FULL6, zero, EMPTY, child=(FULL5, FULL6, zero, EMPTY))
+    assert check(rows, image=image).ok
+    late = [*rows[:-1], (1, 42, 43, "madvise_dontneed mm0 2+1", 0)]
+    assert not check(late, image=image).ok
