@@ -181,6 +181,15 @@ async fn vma_lock_attempt(
     {
         let mut s = k.st();
         if access_error(error_code, s.vmas[vma].vm_flags) {
+            if s.mutant == Mutant::Z17AccessErrorMmapUnlock {
+                // Z17: powerpc's ___do_page_fault() in the 6.4 series before "powerpc/mm: fix
+                // mmap_lock bad unlock" (lore 20230306135520.4222-1-ldufour): `rc =
+                // bad_access(regs, address); vma_end_read(vma); return rc;`, and bad_access()
+                // -> __bad_area() does mmap_read_unlock(current->mm).
+                mmap_read_unlock(&mut s, mm);
+                vma_end_read(&mut s, vma)?;
+                return Ok(Some(VM_FAULT_SIGSEGV));
+            }
             vma_end_read(&mut s, vma)?;
             return Ok(None);
         }
@@ -188,6 +197,9 @@ async fn vma_lock_attempt(
     let fault = handle_mm_fault(k, mm, vma, page, flags | FAULT_FLAG_VMA_LOCK).await?;
     let mut s = k.st();
     let released_by_callee = fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED) != 0;
+    // Z18: the arch code from before 4089eef0e6ac ("mm: drop per-VMA lock when returning
+    // VM_FAULT_RETRY or VM_FAULT_COMPLETED"), which moved that release into the callee: an
+    // unconditional vma_end_read(vma) after handle_mm_fault(), as riscv's first handler had.
     if !released_by_callee || s.mutant == Mutant::Z18DoubleVmaEndRead {
         vma_end_read(&mut s, vma)?;
     }

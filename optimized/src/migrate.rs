@@ -20,6 +20,7 @@ use crate::folio::{
     folio_put_site, folio_putback_lru, folio_trylock, folio_unlock, folio_wait_writeback,
 };
 use crate::mmap_lock::{mmap_read_lock, mmap_read_unlock};
+use crate::mutant::Mutant;
 use crate::objects::{FolioId, Kernel, MmId, Page, PteKind, State, WaitOn};
 use crate::pgtable::{pte_offset_map_lock, pte_unmap_unlock, ptep_get};
 use crate::primitives::{folio_event, might_sleep, spin_unlock, violate, KResult, LockId};
@@ -54,6 +55,9 @@ pub struct MigrationFailure {
 /// `mm/migrate.c:migration_entry_wait()` (v6.6): FL held throughout, no folio reference; the
 /// PTL is held only until the wait entry is queued.
 pub async fn migration_entry_wait(k: &Kernel, vmf: &Vmf) -> KResult<()> {
+    if k.mutant == Mutant::Z24MigrationWaitPageref {
+        return migration_entry_wait_pageref(k, vmf).await;
+    }
     let Some(table) = pte_offset_map_lock(k, vmf.mm, vmf.page).await? else {
         return Ok(());
     };
@@ -70,6 +74,52 @@ pub async fn migration_entry_wait(k: &Kernel, vmf: &Vmf) -> KResult<()> {
         (folio, queued)
     };
     migration_entry_wait_on_locked(k, folio, queued).await;
+    Ok(())
+}
+
+/// Z24: `mm/migrate.c:__migration_entry_wait()` as it was before ffa65753c431 ("mm/migrate.c:
+/// rework `migration_entry_wait()` to not take a pageref"): a reference taken under the PTL
+/// (`get_page_unless_zero`), held until the task is queued on `PG_locked`.
+async fn migration_entry_wait_pageref(k: &Kernel, vmf: &Vmf) -> KResult<()> {
+    let Some(table) = pte_offset_map_lock(k, vmf.mm, vmf.page).await? else {
+        return Ok(());
+    };
+    let folio = {
+        let mut s = k.st();
+        let pte = ptep_get(&mut s, table, vmf.page)?;
+        let folio = pte.folio.filter(|_| pte.kind == PteKind::Migration);
+        // Once page cache replacement of page migration started, page_count is zero; but we
+        // must not call put_and_wait_on_page_locked() without a ref.
+        let got = folio.filter(|&f| s.folios[f as usize].refcount > 0);
+        if let Some(f) = got {
+            folio_get(&mut s, f, "__migration_entry_wait")?; // get_page_unless_zero()
+        }
+        pte_unmap_unlock(&mut s, table);
+        got
+    };
+    match folio {
+        Some(f) => put_and_wait_on_page_locked(k, f).await,
+        None => Ok(()),
+    }
+}
+
+/// `mm/filemap.c:put_and_wait_on_page_locked()` (v5.15): `wait_on_page_bit_common(.., DROP)`
+/// queues on `PG_locked` under the wait-queue lock, drops the caller's reference, then sleeps.
+async fn put_and_wait_on_page_locked(k: &Kernel, f: FolioId) -> KResult<()> {
+    // [I] The PTL is dropped and the reference still held: other CPUs run on.
+    k.yield_now("put_and_wait_on_page_locked:q_lock").await;
+    let queued = {
+        let mut s = k.st();
+        let queued = migration_entry_queue(&mut s, f);
+        let site = "__migration_entry_wait";
+        folio_put_site(&mut s, f, "put_and_wait_on_page_locked", site)?;
+        queued
+    };
+    while queued && !k.st().me().woken {
+        might_sleep(&mut k.st(), "put_and_wait_on_page_locked");
+        let site = "put_and_wait_on_page_locked:io_schedule";
+        k.block(WaitOn::Folio(f), site).await;
+    }
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use crate::folio::{folio_put, folio_put_ref, folio_ref_from_map, page_remove_rma
 use crate::mmap_lock::{
     mmap_read_unlock, mmap_write_downgrade, mmap_write_lock_killable, mmap_write_unlock,
 };
+use crate::mutant::Mutant;
 use crate::objects::{
     Kernel, MmId, Page, PteKind, State, TableId, VmaId, NR_TABLES, PTE_NONE, TABLE_PAGES,
     VM_ACCESS_FLAGS, VM_ACCOUNT, VM_GROWSDOWN, VM_WRITE,
@@ -177,9 +178,17 @@ async fn do_vmi_align_munmap(
         if k.st().vmas[n].vm_end > end {
             split_vma(k, mm, n, end, false).await?;
         }
-        vma_start_write(k, n).await?;
+        // Z09: before 73046fd00b06 ("mm: write-lock VMAs before removing them from VMA
+        // tree") and 457f67be5910 ("mm: introduce vma detached flag") the loop only moved each
+        // VMA to the detach tree: faults holding its VMA lock ran on, and none were excluded.
+        let locked = k.st().mutant != Mutant::Z09DetachWithoutWriteLock;
+        if locked {
+            vma_start_write(k, n).await?;
+        }
         let mut s = k.st();
-        vma_mark_detached(&mut s, n, true);
+        if locked {
+            vma_mark_detached(&mut s, n, true);
+        }
         detached.push(n);
         next = find_vma(&s, mm, s.vmas[n].vm_end);
     }

@@ -15,6 +15,8 @@ use crate::folio::{
     folio_wait_locked, page_add_anon_rmap,
 };
 use crate::migrate::migration_entry_wait;
+use crate::mmap_lock::mmap_read_unlock;
+use crate::mutant::Mutant;
 use crate::objects::{mk_pte, FolioId, Kernel, PteKind, State, VM_ACCESS_FLAGS, VM_WRITE};
 use crate::pgtable::{pte_offset_map_lock, pte_unmap_unlock, ptep_get, set_pte_at};
 use crate::primitives::{might_sleep, model_error, schedule_timeout_uninterruptible, KResult};
@@ -84,19 +86,33 @@ async fn folio_lock_or_retry(k: &Kernel, vmf: &mut Vmf, folio: FolioId) -> KResu
         if flags & FAULT_FLAG_RETRY_NOWAIT != 0 {
             return Ok(VM_FAULT_RETRY);
         }
-        release_fault_lock(&mut k.st(), vmf)?;
+        fault_lock_drop(&mut k.st(), vmf)?;
         folio_wait_locked(k, folio, flags & FAULT_FLAG_KILLABLE != 0).await?;
         return Ok(VM_FAULT_RETRY);
     }
     if flags & FAULT_FLAG_KILLABLE != 0 {
         if folio_lock_killable(k, folio).await? != 0 {
-            release_fault_lock(&mut k.st(), vmf)?;
+            fault_lock_drop(&mut k.st(), vmf)?;
             return Ok(VM_FAULT_RETRY);
         }
     } else {
         folio_lock(k, folio).await?;
     }
     Ok(0)
+}
+
+/// How `__folio_lock_or_retry` drops the fault lock: `release_fault_lock(vmf)` since
+/// fdc724d6aa44.
+fn fault_lock_drop(s: &mut State, vmf: &mut Vmf) -> KResult<()> {
+    if s.mutant == Mutant::Z19FolioLockMmapUnlock {
+        // Z19: before fdc724d6aa44 ("mm: change folio_lock_or_retry to use vm_fault
+        // directly") the function took (folio, mm, flags) and always did
+        // mmap_read_unlock(mm), whichever lock the fault held.
+        mmap_read_unlock(s, vmf.mm);
+        vmf.fl_held = false;
+        return Ok(());
+    }
+    release_fault_lock(s, vmf)
 }
 
 fn should_try_to_free_swap(s: &State, folio: FolioId, flags: u32) -> bool {
@@ -115,7 +131,10 @@ pub async fn do_swap_page(k: &Kernel, vmf: &mut Vmf) -> KResult<u32> {
             migration_entry_wait(k, vmf).await?;
             return Ok(0);
         }
-        PteKind::DevicePrivate if vmf.vma_locked() => {
+        // Zdevpriv: the swap-under-VMA-lock patch as first posted ("mm: handle swap page
+        // faults under VMA lock if page is uncontended", v1, May 2023, seed 001) only dropped
+        // the VMA_LOCK bail-out at the top of do_swap_page; 1235ccd05b6d added this fallback.
+        PteKind::DevicePrivate if vmf.vma_locked() && k.mutant != Mutant::ZdevprivUnderVmaLock => {
             // migrate_to_ram is not yet ready to operate under VMA lock.
             let mut s = k.st();
             let vma = vmf.vma(&mut s)?;
@@ -136,7 +155,15 @@ pub async fn do_swap_page(k: &Kernel, vmf: &mut Vmf) -> KResult<u32> {
             Swapin::Folio(f, from_cache, clear) => (f, from_cache, clear, VM_FAULT_MAJOR),
         },
     };
-    ret |= folio_lock_or_retry(k, vmf, folio).await?;
+    if vmf.vma_locked() && k.mutant == Mutant::ZasyncSwapFolioLock {
+        // Zasync-swap: the folio locked as do_swap_page did before d065bd810b6d ("mm: retry
+        // page fault when blocking on disk transfer"), lock_page(), now under the VMA lock:
+        // an asynchronous swap-in's folio stays locked until its I/O completes (seeds 000,
+        // 001: only SWP_SYNCHRONOUS_IO may wait with the fault lock held).
+        folio_lock(k, folio).await?;
+    } else {
+        ret |= folio_lock_or_retry(k, vmf, folio).await?;
+    }
     if ret & VM_FAULT_RETRY != 0 {
         return out_release(&mut k.st(), folio, slot, ret, need_clear_cache);
     }

@@ -22,6 +22,7 @@
 //! | `lock.release-unheld` | `vma_end_read` by a task not holding the read lock (`rwsem`)   |
 
 use crate::mmap_lock::mmap_assert_write_locked;
+use crate::mutant::Mutant;
 use crate::objects::{Kernel, MmId, Page, State, VmaId, VmaLockEvent};
 use crate::primitives::{holds, violate, KResult, LockId, Mode};
 use crate::rcu::{rcu_read_lock, rcu_read_unlock};
@@ -151,9 +152,12 @@ pub async fn lock_vma_under_rcu(k: &Kernel, mm: MmId, addr: Page) -> KResult<Opt
             return Ok(lock_vma_inval(&mut s));
         }
         let v = &s.vmas[vma];
+        // Zrange: without the re-check 50ee32537206 places after vma_start_read(), the only
+        // range check is the one mas_walk() made before the VMA was locked.
+        let recheck = s.mutant != Mutant::ZrangeNoRecheck;
         // find_mergeable_anon_vma uses adjacent vmas which are not locked.
         // Check since vm_start/vm_end might change before we lock the VMA.
-        if v.anon_vma.is_none() || !v.covers(addr) {
+        if v.anon_vma.is_none() || (recheck && !v.covers(addr)) {
             vma_end_read(&mut s, vma)?;
             return Ok(lock_vma_inval(&mut s));
         }
