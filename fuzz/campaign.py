@@ -10,10 +10,13 @@ coverage, benign divergences, findings) and a summary at the end, including the 
 miss-probability bound for what was explored.
 
 Coverage is the union of the engines' feature sets (`coverage`): what each engine's run
-reached (outcome classes, VMA-lock counters, statuses, migration failures, and, where the
-engines report them, interleaving features), plus the kinds of benign divergence.
+reached (outcome classes, VMA-lock counters, statuses, migration failures, and the
+interleaving features each engine computes, `fuzz.record.RunRecord.features`), plus the kinds
+of benign divergence.
 
 With one worker and ``--runs`` the campaign is fully deterministic for a ``--seed``.
+``stop_on_finding`` ends it at the first finding (the zoo's time-to-detection runs); `Stats`
+records when that was.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Config:
     findings: str = DEFAULT_DIR
     seeds: tuple[bytes, ...] = ()  # the initial corpus, as canonical case bytes
     quiet: bool = False
+    stop_on_finding: bool = False
 
 
 @dataclass
@@ -67,6 +71,7 @@ class Stats:
     signatures: dict[str, str] = field(default_factory=dict)  # signature -> finding path
     pct: Counter[str] = field(default_factory=Counter)  # program key -> PCT runs
     pct_shape: list[tuple[int, int, int]] = field(default_factory=list)  # (tasks, steps, depth)
+    first_finding: float | None = None  # seconds from the start to the first finding
 
     def merge(self, other: Stats) -> None:
         self.cases += other.cases
@@ -78,6 +83,10 @@ class Stats:
         self.signatures.update(other.signatures)
         self.pct.update(other.pct)
         self.pct_shape.extend(other.pct_shape)
+        if other.first_finding is not None and (
+            self.first_finding is None or other.first_finding < self.first_finding
+        ):
+            self.first_finding = other.first_finding
 
 
 def _h(*parts: object) -> int:
@@ -95,7 +104,7 @@ def _record_features(rec: RunRecord) -> Iterable[int]:
         yield _h(rec.engine, "migration-eagain", len(m.holders))
     if rec.growths:
         yield _h(rec.engine, "stack-growth")
-    yield from rec.extra.get("features", ())
+    yield from rec.features
 
 
 def coverage(verdict: Verdict) -> set[int]:
@@ -115,8 +124,10 @@ def program_key(case: Case) -> str:
 
 
 class _Worker:
-    def __init__(self, config: Config, wid: int) -> None:
+    def __init__(self, config: Config, wid: int, start: float) -> None:
         self.config = config
+        self.start = start
+        self.found = False
         self.rng = SplitMix64(config.seed * 0x9E3779B97F4A7C15 + wid + 1)
         self.corpus: list[Case] = [decode_strict(b) for b in config.seeds]
         self.seen: set[int] = set()
@@ -163,6 +174,9 @@ class _Worker:
         from fuzz.triage import store
 
         assert verdict.finding is not None
+        if not self.found:
+            self.found = True
+            self.stats.first_finding = time.monotonic() - self.start
         self.stats.findings += 1
         sig = verdict.finding.signature
         if sig not in self.stats.signatures:
@@ -170,13 +184,16 @@ class _Worker:
             self.stats.signatures[sig] = str(saved.path)
 
 
-def _worker_main(config: Config, wid: int, out: Any, deadline: float, runs: int) -> None:
-    w = _Worker(config, wid)
+def _worker_main(config: Config, wid: int, out: Any, start: float, runs: int, stop: Any) -> None:
+    w = _Worker(config, wid, start)
+    deadline = start + config.time
     last = time.monotonic()
     done = 0
-    while time.monotonic() < deadline and (runs == 0 or done < runs):
+    while time.monotonic() < deadline and (runs == 0 or done < runs) and not stop.is_set():
         w.one()
         done += 1
+        if w.found and config.stop_on_finding:
+            stop.set()
         if time.monotonic() - last > REPORT_EVERY:
             out.put(("stats", wid, w.stats))
             w.stats = Stats()
@@ -236,9 +253,11 @@ def run(config: Config, stream: TextIO = sys.stdout) -> Stats:
     total = Stats()
     progress = _Progress(stream, config.quiet)
     if config.workers == 1:
-        w = _Worker(config, 0)
+        w = _Worker(config, 0, start)
         done = 0
         while time.monotonic() < deadline and (config.runs == 0 or done < config.runs):
+            if w.found and config.stop_on_finding:
+                break
             before = dict(w.stats.signatures)
             w.one()
             done += 1
@@ -249,9 +268,10 @@ def run(config: Config, stream: TextIO = sys.stdout) -> Stats:
     else:
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
+        stop = ctx.Event()
         per = math.ceil(config.runs / config.workers) if config.runs else 0
         procs = [
-            ctx.Process(target=_worker_main, args=(config, i, out, deadline, per), daemon=True)
+            ctx.Process(target=_worker_main, args=(config, i, out, start, per, stop), daemon=True)
             for i in range(config.workers)
         ]
         for p in procs:

@@ -24,6 +24,13 @@ serial schedule (serial lockstep, DESIGN.md §2.3). Folios are numbered by first
 scanning mm 0..3 page by page, then the swap cache by slot, so two engines that allocate folios
 in different orders still agree.
 
+**Interleaving features** (`features`): what the run's interleaving reached, as sorted ints
+``tag << 16 | bucket``: each engine folds every step's (yield site, locks held, site of the
+task that ran the step before if another) into 16-bit buckets (`reference.sched` defines them;
+the Rust scheduler mirrors it), and tags them with its own `FEATURE_TAG_REFERENCE` or
+`FEATURE_TAG_OPTIMIZED`, so the two engines' features never mix. Coverage-guided front ends
+read them (`fuzz.campaign.coverage`, the atheris target); no oracle does.
+
 PTE kinds in a snapshot: see `PTE_KINDS`. For a present, migration or device-private PTE,
 ``ref`` is the normalised folio id; for a swap PTE it is the slot; for none and the zero page
 it is -1. ``data`` is the data the PTE leads to (a swap PTE: the data in the slot).
@@ -32,8 +39,9 @@ it is -1. ``data`` is the data the PTE leads to (a swap PTE: the data in the slo
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from fuzz.case import Op, OpKind
 
@@ -62,6 +70,9 @@ PTE_KINDS = ("none", "present", "zero", "swap", "migration", "device_private")
 STATUS_OK = "ok"
 STATUS_DEADLOCK = "deadlock"
 STATUS_LIVELOCK = "livelock"
+
+FEATURE_TAG_REFERENCE = 1
+FEATURE_TAG_OPTIMIZED = 2
 
 VMA_LOCK_COUNTERS = ("VMA_LOCK_SUCCESS", "VMA_LOCK_ABORT", "VMA_LOCK_RETRY", "VMA_LOCK_MISS")
 
@@ -219,16 +230,20 @@ class RunRecord:
     choices: tuple[int, ...] = ()
     steps: int = 0
     growths: tuple[StackGrowth, ...] = ()
+    features: tuple[int, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def counter(self, name: str) -> int:
         return dict(self.counters).get(name, 0)
 
     @staticmethod
-    def from_native(t: tuple[Any, ...]) -> RunRecord:
-        """Build from the nested tuples `optimized._native.run_bytes` returns (same field
-        order; an optional 15th element is the `extra` dict, whose ``growths`` entry, if any,
-        lists the `StackGrowth` fields as tuples)."""
+    def from_native(t: tuple[Any, ...], case_ops: Sequence[Op] = ()) -> RunRecord:
+        """Build from the nested tuples `optimized._native.run_bytes` returns: the fields
+        up to `steps` in order, then `features`, then the `extra` dict, whose ``growths``
+        entry, if any, lists the `StackGrowth` fields as tuples.
+
+        `case_ops` (the case's `Case.all_ops` operations, if the caller has them) stand for
+        the record's operations of the same index: equal values, not built again."""
         (
             engine,
             status,
@@ -244,45 +259,87 @@ class RunRecord:
             sched,
             choices,
             steps,
-        ) = t[:14]
-        extra = dict(t[14]) if len(t) > 14 else {}
+            features,
+            extra,
+        ) = t
+        extra = dict(extra)
         growths = tuple(StackGrowth(*g) for g in extra.pop("growths", ()))
         return RunRecord(
             engine=engine,
             status=status,
-            ops=tuple(
-                OpRecord(i, part, task, Op(OpKind(k), mm, pg, n, pr, v), inv, resp, res)
-                for (i, part, task, (k, mm, pg, n, pr, v), inv, resp, res) in ops
-            ),
-            image=tuple(None if mm is None else tuple(PageImage(*p) for p in mm) for mm in image),
+            ops=tuple(_op_record(o, case_ops) for o in ops),
+            image=tuple(None if mm is None else _interned_all(PageImage, mm) for mm in image),
             violations=tuple(Violation(*v) for v in viol),
-            snapshots=tuple(
-                Snapshot(
-                    after,
-                    tuple(
-                        None
-                        if m is None
-                        else MmSnap(
-                            tuple(VmaSnap(*v) for v in m[0]), tuple(PteSnap(*p) for p in m[1])
-                        )
-                        for m in mms
-                    ),
-                    tuple(folios),
-                    tuple(swap),
-                    tuple(lk),
-                )
-                for (after, mms, folios, swap, lk) in snaps
-            ),
+            snapshots=_snapshots(snaps),
             lock_events=tuple(
                 LockEvent(e[0], e[1], e[2], e[3], e[4], e[5], tuple(e[6])) for e in locks
             ),
-            trace=tuple(trace),
+            trace=trace,
             wait_for=tuple(WaitEdge(*w) for w in wait),
             migration_failures=tuple(MigrationFailure(*m) for m in migr),
-            counters=tuple(counters),
+            counters=counters,
             schedule=tuple(sched),
             choices=tuple(choices),
             steps=steps,
             growths=growths,
+            features=features,
             extra=extra,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting the native record. Records are immutable values, so equal parts can be one object:
+# a snapshot mostly repeats the previous one's VMAs and PTEs (the native side even passes the
+# same tuple for an unchanged mm), and most pages of an image look alike.
+
+_OP_KINDS = tuple(OpKind)
+_T = TypeVar("_T")
+
+
+def _op_record(o: tuple[Any, ...], case_ops: Sequence[Op]) -> OpRecord:
+    i, part, task, fields, inv, resp, res = o
+    if i < len(case_ops) and part != "monitor":
+        op = case_ops[i]
+    else:
+        k, mm, pg, n, pr, v = fields
+        op = Op(_OP_KINDS[k], mm, pg, n, pr, v)
+    return OpRecord(i, part, task, op, inv, resp, res)
+
+
+def _interned_all(cls: Callable[..., _T], rows: Sequence[tuple[Any, ...]]) -> tuple[_T, ...]:
+    """``tuple(cls(*r) for r in rows)``, with one object per distinct row."""
+    made: dict[tuple[Any, ...], _T] = {}
+    out = []
+    for r in rows:
+        obj = made.get(r)
+        if obj is None:
+            obj = made[r] = cls(*r)
+        out.append(obj)
+    return tuple(out)
+
+
+def _snapshots(snaps: Sequence[tuple[Any, ...]]) -> tuple[Snapshot, ...]:
+    vmas: dict[tuple[Any, ...], VmaSnap] = {}
+    ptes: dict[tuple[Any, ...], PteSnap] = {}
+    mms: dict[int, MmSnap] = {}  # by id() of the native (vmas, ptes) pair, alive in `snaps`
+
+    def mm_snap(m: tuple[Any, ...]) -> MmSnap:
+        snap = mms.get(id(m))
+        if snap is None:
+            snap = mms[id(m)] = MmSnap(
+                tuple(_get(vmas, VmaSnap, v) for v in m[0]),
+                tuple(_get(ptes, PteSnap, p) for p in m[1]),
+            )
+        return snap
+
+    return tuple(
+        Snapshot(after, tuple(None if m is None else mm_snap(m) for m in mm), folios, swap, lk)
+        for (after, mm, folios, swap, lk) in snaps
+    )
+
+
+def _get(made: dict[tuple[Any, ...], _T], cls: Callable[..., _T], row: tuple[Any, ...]) -> _T:
+    obj = made.get(row)
+    if obj is None:
+        obj = made[row] = cls(*row)
+    return obj

@@ -13,6 +13,8 @@ takes the encoded case and returns the nested tuples `fuzz.record.RunRecord.from
 
 from __future__ import annotations
 
+from itertools import chain
+
 from fuzz.case import Case, encode
 from fuzz.record import RunRecord
 from optimized._native import (
@@ -41,8 +43,13 @@ __all__ = [
 ]
 
 
-def run(case: Case, mutant: str | None = None, trace: bool = False) -> RunRecord:
+def run(
+    case: Case, mutant: str | None = None, trace: bool = False, features: bool = True
+) -> RunRecord:
     """Run `case` through the optimized engine (with the named zoo `mutant`, if any); the
-    same case gives the same record. With `trace`, lock events and the step trace are kept."""
+    same case gives the same record. With `trace`, lock events and the step trace are kept;
+    with `features`, the interleaving features."""
     # encode() only ever produces canonical bytes: skip the strict decoder's re-encoding check.
-    return RunRecord.from_native(run_bytes(encode(case), mutant, trace, lenient=True))
+    raw = run_bytes(encode(case), mutant, trace, True, features)
+    # The record's operations are the case's, in case order (`Case.all_ops`).
+    return RunRecord.from_native(raw, tuple(chain(case.setup, *case.threads, case.post)))

@@ -4,6 +4,7 @@ from typing import Any, Final
 
 __all__ = [
     "FORMAT_VERSION",
+    "LOCK_FIELDS",
     "MUTANTS",
     "OP_NAMES",
     "CaseFormatError",
@@ -11,7 +12,9 @@ __all__ = [
     "UnknownMutant",
     "canonicalize",
     "decode_strict_ok",
+    "feature_bucket",
     "run_bytes",
+    "toy_features",
     "toy_run",
 ]
 
@@ -20,6 +23,9 @@ FORMAT_VERSION: Final[int]
 
 OP_NAMES: Final[tuple[str, ...]]
 """Operation names indexed by op code (``fuzz.case.OP_NAMES``)."""
+
+LOCK_FIELDS: Final[tuple[str, ...]]
+"""The lock classes of a task's lock summary, in field order (``reference.sched.LOCK_FIELDS``)."""
 
 MUTANTS: Final[tuple[str, ...]]
 """The zoo mutants `run_bytes` accepts by name (ZOO.md)."""
@@ -34,11 +40,16 @@ class EngineError(RuntimeError):
     """A broken internal invariant of the optimized engine (an engine bug, never an outcome)."""
 
 def run_bytes(
-    data: bytes, mutant: str | None = None, trace: bool = False, lenient: bool = False
+    data: bytes,
+    mutant: str | None = None,
+    trace: bool = False,
+    lenient: bool = False,
+    features: bool = True,
 ) -> tuple[Any, ...]:
     """Run the case in `data` (canonical bytes, or any bytes with `lenient`) through the
-    optimized engine; the nested tuples ``fuzz.record.RunRecord.from_native`` reads. The GIL
-    is released while the engine runs."""
+    optimized engine; the nested tuples ``fuzz.record.RunRecord.from_native`` reads. With
+    `features`, the record carries the interleaving features. The GIL is released while the
+    engine runs."""
 
 def canonicalize(data: bytes) -> bytes:
     """The canonical bytes of `data`: lenient decode, then encode. Never fails."""
@@ -58,3 +69,18 @@ def toy_run(
     str, int, list[int], list[int], list[int], list[int], list[tuple[int, str, str, list[int]]]
 ]:
     """Run a scheduler toy task set, as ``reference.sched.run_toy`` does with the same arguments."""
+
+def toy_features(
+    name: str,
+    strategy: int,
+    seed: int,
+    depth: int,
+    steps: int,
+    choices: bytes,
+    stall_steps: int,
+) -> list[int]:
+    """The interleaving feature buckets of a toy run, as ``reference.sched.toy_features``."""
+
+def feature_bucket(site: str, locks: int, prev: str | None) -> int:
+    """The bucket of one interleaving feature: `site` reached holding `locks`, after a switch
+    from a task standing at `prev` (None: no switch), as ``reference.sched.feature_bucket``."""

@@ -22,6 +22,12 @@ lock.held-at-quiescence    `reference.snapshot.check_quiescence`
 holding one (another CPU interleaves), but never a sleeping one. A task that finds a spinlock
 held *spins*: it is not runnable until the holder releases it (all spinners then retry).
 
+**Lock summary.** Every acquisition and release also updates `reference.sched.Task.locks`, the
+summary of what the task holds that the scheduler's interleaving features read: a 4-bit count
+per lock class (`reference.sched.LOCK_FIELDS`; the class of a lock comes from its name). A
+folio's ``PG_locked`` counts for the task that took it until anyone unlocks the folio (the I/O
+completion, for a folio handed to writeback).
+
 Tasks carry a `Current` (``task.data``), the model of ``current``: the locks it holds, its
 fatal signal, whether it sleeps killably, and its ``mmu_gather`` batch of folio references.
 """
@@ -32,7 +38,7 @@ from collections.abc import Generator
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from fuzz.record import LockEvent, Violation
-from reference.sched import Runtime, Task
+from reference.sched import LOCK_FIELDS, Runtime, Task
 
 if TYPE_CHECKING:
     from reference.objects import Folio, Kernel
@@ -41,6 +47,24 @@ T = TypeVar("T")
 Gen: TypeAlias = Generator[str, None, T]
 
 MAX_VIOLATIONS = 64
+
+# `Task.locks` shifts: the read (or only) mode of each lock class; write mode is 4 bits higher.
+_SHIFT_MMAP = 4 * LOCK_FIELDS.index("mmap_lock:r")
+_SHIFT_VM = 4 * LOCK_FIELDS.index("vm_lock:r")
+_SHIFT_PTL = 4 * LOCK_FIELDS.index("ptl")
+_SHIFT_PAGE_TABLE_LOCK = 4 * LOCK_FIELDS.index("page_table_lock")
+FOLIO_LOCK_WEIGHT = 1 << 4 * LOCK_FIELDS.index("folio_lock")
+
+
+def lock_shift(name: str) -> int:
+    """The `Task.locks` shift of the lock called `name` (read or spin mode)."""
+    if name.endswith(".ptl"):
+        return _SHIFT_PTL
+    if name.endswith(".page_table_lock"):
+        return _SHIFT_PAGE_TABLE_LOCK
+    if name.endswith(".vm_lock"):
+        return _SHIFT_VM
+    return _SHIFT_MMAP
 
 
 class ModelError(Exception):
@@ -54,29 +78,46 @@ class FatalViolationError(Exception):
 class Contract:
     """Per-run lockdep/KASAN state: the violations found and (with tracing) the lock events."""
 
-    __slots__ = ("events", "rt", "violations")
+    __slots__ = ("events", "folio_owner", "rt", "violations")
 
     def __init__(self, rt: Runtime, trace: bool) -> None:
         self.rt = rt
         self.violations: list[Violation] = []
         self.events: list[LockEvent] | None = [] if trace else None
+        self.folio_owner: dict[str, int] = {}  # locked folio -> the task that locked it
 
     def violate(self, tid: int, rule: str, function: str, message: str) -> None:
         if len(self.violations) < MAX_VIOLATIONS:
             self.violations.append(Violation(rule, function, message, self.rt.step, tid))
 
     def event(self, tid: int, action: str, primitive: str, obj: str, mode: str) -> None:
+        if primitive == "folio_lock":
+            self._folio_lock_summary(tid, action, obj)
         if self.events is not None:
             self.events.append(LockEvent(self.rt.step, tid, action, primitive, obj, mode))
+
+    def _folio_lock_summary(self, tid: int, action: str, obj: str) -> None:
+        tasks = self.rt.tasks
+        if action == "acquire":
+            self.folio_owner[obj] = tid
+            tasks[tid].locks += FOLIO_LOCK_WEIGHT
+        elif action == "release":
+            owner = self.folio_owner.pop(obj, None)
+            if owner is not None:
+                tasks[owner].locks -= FOLIO_LOCK_WEIGHT
 
 
 class Lock:
     """Base of every lock object: a name for reports and the tasks that hold it."""
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "weight_read", "weight_write")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        # What holding it adds to `Task.locks`: in read (or spin) mode, in write mode.
+        shift = lock_shift(name)
+        self.weight_read = 1 << shift
+        self.weight_write = 1 << shift + 4
 
     def describe(self) -> str:
         return self.name
@@ -134,7 +175,12 @@ def fatal_signal_pending(cur: Current) -> bool:
 
 def holds(cur: Current, lock: Lock, mode: str | None = None) -> bool:
     """Whether `cur` holds `lock` (in `mode`, if given)."""
-    return any(held is lock and (mode is None or m == mode) for held, m in cur.held)
+    # A loop rather than any(generator): this runs on every acquisition and every lock
+    # assertion, and building the generator costs more than the search.
+    for held, m in cur.held:  # noqa: SIM110
+        if held is lock and (mode is None or m == mode):
+            return True
+    return False
 
 
 def lock_acquired(cur: Current, lock: Lock, mode: str, primitive: str) -> None:
@@ -142,6 +188,7 @@ def lock_acquired(cur: Current, lock: Lock, mode: str, primitive: str) -> None:
     if holds(cur, lock):
         violate(cur, "lock.recursive", primitive, f"{lock.name} acquired ({mode}) while held")
     cur.held.append((lock, mode))
+    cur.task.locks += lock.weight_write if mode == "w" else lock.weight_read
     if mode == "spin":
         cur.nspin += 1
     cur.contract.event(cur.tid, "acquire", primitive, lock.name, mode)
@@ -153,6 +200,7 @@ def lock_released(cur: Current, lock: Lock, mode: str, primitive: str) -> bool:
     for i in range(len(held) - 1, -1, -1):
         if held[i][0] is lock and held[i][1] == mode:
             del held[i]
+            cur.task.locks -= lock.weight_write if mode == "w" else lock.weight_read
             if mode == "spin":
                 cur.nspin -= 1
             cur.contract.event(cur.tid, "release", primitive, lock.name, mode)

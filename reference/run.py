@@ -10,7 +10,8 @@ end of each phase nothing can run; every unfinished user task then either sleeps
 ``handle_userfault`` (its operation is ``hung``, the task leaves) or the run is a deadlock
 (with the wait-for graph) and stops. Running out of steps is a livelock. Under the ``serial``
 strategy a snapshot is taken after every operation, at the next operation's start (when the
-daemons have drained) and at the end.
+daemons have drained) and at the end. With `features` (the default), the record carries the
+run's interleaving features (`reference.sched`), tagged `FEATURE_TAG_REFERENCE`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 
 from fuzz.case import Case, Op, OpKind, Strategy
 from fuzz.record import (
+    FEATURE_TAG_REFERENCE,
     RES_HUNG,
     RES_KILLED,
     RES_NOT_RUN,
@@ -50,6 +52,7 @@ from reference.reclaim import madvise_pageout
 from reference.sched import (
     BLOCKED,
     DONE,
+    FEATURE_BITS,
     IDLE,
     LIVELOCK,
     Runtime,
@@ -71,6 +74,8 @@ ESRCH = -errno.ESRCH
 
 Handler = Callable[[Current, Mm, Op], Gen[int]]
 
+OP_FUNCTIONS = {kind: kind.name.lower() for kind in OpKind}
+
 HANDLERS: dict[OpKind, Handler] = {
     OpKind.READ: lambda c, mm, op: user_access(c, mm, op.page, False, 0),
     OpKind.WRITE: lambda c, mm, op: user_access(c, mm, op.page, True, op.value),
@@ -88,18 +93,20 @@ HANDLERS: dict[OpKind, Handler] = {
 }
 
 
-def run(case: Case, trace: bool = False) -> RunRecord:
-    """Run `case` through the reference engine; the same case gives the same record."""
-    return Engine(case, trace).run()
+def run(case: Case, trace: bool = False, features: bool = True) -> RunRecord:
+    """Run `case` through the reference engine; the same case gives the same record. With
+    `trace`, lock events and the step trace are kept; with `features`, the interleaving
+    features."""
+    return Engine(case, trace, features).run()
 
 
 class Engine:
     """The state of one run: the kernel, the tasks, the op records."""
 
-    def __init__(self, case: Case, trace: bool) -> None:
+    def __init__(self, case: Case, trace: bool, features: bool = True) -> None:
         self.case = case
         self.trace = trace
-        self.rt = Runtime(trace=trace)
+        self.rt = Runtime(trace=trace, features=features)
         self.contract = Contract(self.rt, trace)
         self.k = Kernel(self.rt, self.contract, case.nr_pages, case.swap_async)
         mm0 = Mm(0)
@@ -163,9 +170,12 @@ class Engine:
         if self.status != STATUS_OK:
             return
         case, rt = self.case, self.rt
+        per_thread: list[list[tuple[int, Op]]] = [[] for _ in self.threads]
+        for i, (part, t, op) in indexed:
+            if part == "thread":
+                per_thread[t].append((i, op))
         for t, cur in enumerate(self.threads):
-            ops = [(i, op) for i, (part, tt, op) in indexed if part == "thread" and tt == t]
-            rt.start(cur.task, self._user_body(cur, ops, t))
+            rt.start(cur.task, self._user_body(cur, per_thread[t], t))
         s = case.schedule
         rt.policy = make_policy(int(s.strategy), s.seed, s.depth, s.steps, s.choices, len(rt.tasks))
         self._run_phase()
@@ -235,23 +245,26 @@ class Engine:
             cur.op_index = idx
             self.results[idx][0] = rt.op_begin(cur.task)
             self.results[idx][2] = 0  # pending: no result until it returns
-            result = yield from self._do_op(cur, op)
+            started = self._start_op(cur, op)
+            # (A generator handed straight to `yield from`: no extra frame on every step.)
+            result = started if isinstance(started, int) else (yield from started)
             if fatal_signal_pending(cur):  # returning to user space with SIGKILL pending
                 result = RES_KILLED
-            assert_no_locks_held(cur, op.kind.name.lower())
+            assert_no_locks_held(cur, OP_FUNCTIONS[op.kind])
             self.results[idx][1] = rt.op_end(cur.task)
             self.results[idx][2] = result
             self.pending_snapshot = idx
         if thread >= 0:
             self.finished[thread] = True
 
-    def _do_op(self, cur: Current, op: Op) -> Gen[int]:
+    def _start_op(self, cur: Current, op: Op) -> int | Gen[int]:
+        """The result of `op` if it is immediate, else the generator that runs it."""
         if op.kind is OpKind.KILL:
             return self._kill(op.target)
         mm = self.k.mm(op.mm)
         if mm is None:
             return ESRCH
-        return (yield from HANDLERS[op.kind](cur, mm, op))
+        return HANDLERS[op.kind](cur, mm, op)
 
     def _kill(self, target: int) -> int:
         """``kill(t, SIGKILL)``: wake `t` if it sleeps killably (MODEL.md §5)."""
@@ -277,6 +290,7 @@ class Engine:
         ]
         ops.extend(self.monitor_records)
         contract, rt = self.contract, self.rt
+        tag = FEATURE_TAG_REFERENCE << FEATURE_BITS
         return RunRecord(
             engine="reference",
             status=self.status,
@@ -293,6 +307,7 @@ class Engine:
             choices=tuple(rt.choice_log),
             steps=rt.step,
             growths=tuple(self.k.growths),
+            features=tuple(tag | b for b in rt.feature_buckets()),
             extra={
                 "stopped": self.stopped,
             },

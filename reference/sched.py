@@ -39,6 +39,20 @@ can be replayed exactly as an explicit schedule. The policies:
 0xBF58476D1CE4E5B9; z = (z ^ z>>27) * 0x94D049BB133111EB; return z ^ z>>31`` (all mod 2**64),
 and ``below(n) = ((next() >> 32) * n) >> 32`` for ``1 <= n <= 2**32``.
 
+**Interleaving features** (with ``features=True``; Krace/SegFuzz-style coverage of the
+interleaving rather than of the code). After every step the runtime notes the triple
+``(site, locks, prev)``: the yield site the running task reached, `Task.locks` (the summary of
+the locks it holds, kept by the engine's contract layer: a 4-bit count per lock class, see
+`LOCK_FIELDS`), and the site where the task that ran the previous step stands if that was
+another task (a context switch: which sites met), else nothing. `Runtime.feature_buckets`
+folds the distinct triples into 16-bit buckets: ``site_hash`` is FNV-1a (32-bit) of the site's
+UTF-8 bytes, ``prev`` hashes to 0 when there was no switch, and `feature_bucket` mixes the
+three (all mod 2**32)::
+
+    x = site * 0x9E3779B1 ^ prev * 0x85EBCA77 ^ locks * 0xC2B2AE3D
+    x ^= x >> 15; x *= 0x2C1B3C6D; x ^= x >> 12; x *= 0x297A2D39; x ^= x >> 15
+    bucket = x >> 16
+
 **Budget.** A run stops with `LIVELOCK` after `max_steps` steps in all, or after `stall_steps`
 steps in which no operation completed (`op_end`). When no task can run the runtime returns
 `IDLE`; the engine then decides whether everything finished, a user program hangs (a task
@@ -53,7 +67,7 @@ from typing import Protocol
 
 MASK64 = (1 << 64) - 1
 
-RUNNABLE = 0
+RUNNABLE = 0  # `Runtime.run` spells it 0
 BLOCKED = 1
 SLEEPING = 2
 DONE = 3
@@ -63,6 +77,20 @@ LIVELOCK = "livelock"
 
 DEFAULT_MAX_STEPS = 200_000
 DEFAULT_STALL_STEPS = 20_000
+
+MASK32 = (1 << 32) - 1
+FEATURE_BITS = 16
+
+# `Task.locks`: a 4-bit count per lock class, the class's field index times 4 being its shift.
+LOCK_FIELDS = (
+    "mmap_lock:r",
+    "mmap_lock:w",
+    "vm_lock:r",
+    "vm_lock:w",
+    "ptl",
+    "page_table_lock",
+    "folio_lock",
+)
 
 TaskGen = Generator[str, None, None]
 
@@ -87,6 +115,39 @@ class SplitMix64:
         return ((self.next_u64() >> 32) * n) >> 32
 
 
+def site_hash(site: str) -> int:
+    """FNV-1a (32-bit) of the site's UTF-8 bytes."""
+    h = 0x811C9DC5
+    for b in site.encode():
+        h = ((h ^ b) * 0x01000193) & MASK32
+    return h
+
+
+def feature_bucket(site_h: int, locks: int, prev_h: int) -> int:
+    """The 16-bit bucket of one interleaving feature (see the module docstring)."""
+    x = ((site_h * 0x9E3779B1) ^ (prev_h * 0x85EBCA77) ^ (locks * 0xC2B2AE3D)) & MASK32
+    x ^= x >> 15
+    x = (x * 0x2C1B3C6D) & MASK32
+    x ^= x >> 12
+    x = (x * 0x297A2D39) & MASK32
+    x ^= x >> 15
+    return x >> (32 - FEATURE_BITS)
+
+
+# Process-wide memos of `site_hash` (sites are the model's string literals: a bounded set) and of
+# the bucket of each feature seen (bounded by clearing).
+_SITE_HASHES: dict[str, int] = {}
+_BUCKETS: dict[tuple[str, int, str | None], int] = {}
+_BUCKET_CACHE_MAX = 1 << 18
+
+
+def _site_h(site: str) -> int:
+    h = _SITE_HASHES.get(site)
+    if h is None:
+        h = _SITE_HASHES[site] = site_hash(site)
+    return h
+
+
 class Waitable(Protocol):
     """Anything a task can block on: it can name itself and the tasks that hold it."""
 
@@ -103,6 +164,7 @@ class Task:
         "data",
         "gen",
         "last_step",
+        "locks",
         "name",
         "site",
         "sleep_step",
@@ -123,6 +185,7 @@ class Task:
         self.sleep_step = 0
         self.sleep_wait: list[Task] = []  # runnable when the timed sleep began
         self.last_step = 0  # the last step this task ran
+        self.locks = 0  # the locks it holds, per `LOCK_FIELDS` (kept by the contract layer)
         self.data: object = None
 
     def __repr__(self) -> str:
@@ -141,6 +204,7 @@ class Runtime:
         max_steps: int = DEFAULT_MAX_STEPS,
         stall_steps: int = DEFAULT_STALL_STEPS,
         trace: bool = False,
+        features: bool = False,
     ) -> None:
         self.tasks: list[Task] = []
         self.policy: Policy = SerialPolicy()
@@ -154,6 +218,8 @@ class Runtime:
         self.chosen: list[int] = []
         self.choice_log: list[int] = []
         self.trace: list[tuple[int, int, str]] | None = [] if trace else None
+        # (site, locks, site of the previous step's task if another) per step, with features.
+        self.features: set[tuple[str, int, str | None]] | None = set() if features else None
         self._sleepers = 0
 
     # -- tasks ------------------------------------------------------------------------------
@@ -206,23 +272,27 @@ class Runtime:
 
     def run(self) -> str:
         """Run until nothing can run (`IDLE`) or the budget is spent (`LIVELOCK`)."""
+        # The hot loop of the reference engine: everything it reads often is a local.
         tasks = self.tasks
         trace = self.trace
+        features = self.features
+        pick = self.policy.pick
+        max_steps, stall_steps = self.max_steps, self.stall_steps
         while True:
-            runnable = [t for t in tasks if t.state == RUNNABLE]
-            if runnable and (
-                self.step >= self.max_steps or self.step - self.last_progress >= self.stall_steps
-            ):
+            runnable = [t for t in tasks if t.state == 0]  # RUNNABLE
+            step = self.step
+            if runnable and (step >= max_steps or step - self.last_progress >= stall_steps):
                 return LIVELOCK
-            task = self.policy.pick(self, runnable) if runnable else None
+            task = pick(self, runnable) if runnable else None
             if task is None:
                 if self._sleepers:
                     self._wake_sleepers(force=True)
                     continue
                 return IDLE
-            self.step += 1
+            self.step = step = step + 1
+            prev = self.current
             self.current = task
-            task.last_step = self.step
+            task.last_step = step
             gen = task.gen
             assert gen is not None
             try:
@@ -231,8 +301,11 @@ class Runtime:
                 task.state = DONE
                 task.gen = None
                 task.site = ""
+            if features is not None:
+                other = None if prev is task or prev is None else prev.site
+                features.add((task.site, task.locks, other))
             if trace is not None:
-                trace.append((self.step, task.tid, task.site))
+                trace.append((step, task.tid, task.site))
             if self._sleepers:
                 self._wake_sleepers(force=False)
 
@@ -247,6 +320,20 @@ class Runtime:
     def _tick_passed(t: Task) -> bool:
         since = t.sleep_step
         return all(o.last_step > since or o.state != RUNNABLE for o in t.sleep_wait)
+
+    def feature_buckets(self) -> list[int]:
+        """The distinct buckets of the interleaving features seen so far, sorted."""
+        cache = _BUCKETS
+        if len(cache) > _BUCKET_CACHE_MAX:
+            cache.clear()
+        out = set()
+        for key in self.features or ():
+            b = cache.get(key)
+            if b is None:
+                s, locks, p = key
+                b = cache[key] = feature_bucket(_site_h(s), locks, 0 if p is None else _site_h(p))
+            out.add(b)
+        return sorted(out)
 
     def record(self, task: Task, runnable: list[Task]) -> None:
         """Log a real decision (two or more runnable tasks)."""
@@ -580,3 +667,22 @@ def run_toy(
         [t.tid for t in rt.unfinished()],
         rt.wait_for_graph(),
     )
+
+
+def toy_features(
+    name: str,
+    strategy: int,
+    seed: int = 0,
+    depth: int = 0,
+    steps: int = 0,
+    choices: Sequence[int] = (),
+    stall_steps: int = DEFAULT_STALL_STEPS,
+) -> list[int]:
+    """The interleaving feature buckets of a toy run (`run_toy`'s arguments), sorted.
+
+    `optimized._native.toy_features` returns the same list for the same arguments."""
+    rt = Runtime(stall_steps=stall_steps, features=True)
+    TOYS[name](rt)
+    rt.policy = make_policy(strategy, seed, depth, steps, choices, len(rt.tasks))
+    rt.run()
+    return rt.feature_buckets()

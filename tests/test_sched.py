@@ -22,6 +22,7 @@ from reference.sched import (
     TaskGen,
     ToyMutex,
     run_toy,
+    toy_features,
 )
 
 VECTORS = pathlib.Path(__file__).parent / "vectors" / "sched_vectors.json"
@@ -61,6 +62,8 @@ def test_vectors_are_current() -> None:
             v["unfinished"],
         )
         assert [[t, s, o, list(h)] for t, s, o, h in wait_for] == v["wait_for"]
+        args = (v["toy"], v["strategy"], int(v["seed"], 16), v["depth"], v["steps"], v["choices"])
+        assert toy_features(*args, v["stall"]) == v["features"]
 
 
 def _native_toy_run() -> object:
@@ -87,6 +90,22 @@ def test_rust_makes_the_same_decisions(
     rs = toy_run(toy, strategy, seed, depth, steps, bytes(choices), 60)  # type: ignore[operator]
     want_wait = [(t, s, o, list(h)) for t, s, o, h in py[6]]
     assert tuple(rs) == (py[0], py[1], py[2], py[3], py[4], py[5], want_wait)
+
+
+@given(
+    toy=st.sampled_from(["ping_pong", "rw_queue", "deadlock", "spin", "poll"]),
+    strategy=st.integers(0, 3),
+    seed=st.integers(0, 2**64 - 1),
+    depth=st.integers(1, 8),
+    steps=st.integers(1, 200),
+    choices=st.lists(st.integers(0, 255), max_size=40),
+)
+def test_rust_computes_the_same_interleaving_features(
+    toy: str, strategy: int, seed: int, depth: int, steps: int, choices: list[int]
+) -> None:
+    native = pytest.importorskip("optimized._native")
+    py = toy_features(toy, strategy, seed, depth, steps, choices, 60)
+    assert native.toy_features(toy, strategy, seed, depth, steps, bytes(choices), 60) == py
 
 
 def test_explicit_consumes_choices_then_keeps_the_current_task() -> None:

@@ -16,9 +16,16 @@
 //! | `lock.held-at-quiescence` | `snapshot::check_quiescence`                                   |
 //!
 //! **Spinlocks** (PTL, `mm->page_table_lock`) are in `spinlock` (re-exported here).
+//!
+//! **Lock summary.** Every acquisition and release also updates [`Current::locks`], the summary
+//! the scheduler's interleaving features read: a 4-bit count per lock class
+//! ([`crate::sched::features::LOCK_FIELDS`]). A folio's `PG_locked` counts for the task that
+//! took it until anyone unlocks the folio (the I/O completion, for a folio handed to
+//! writeback), as in `reference/primitives.py`.
 
 use crate::inline::InlineVec;
 use crate::objects::{FolioId, Kernel, MmId, State, TableId, VmaId};
+use crate::sched::features::lock_field;
 use crate::sched::TaskId;
 
 pub const MAX_VIOLATIONS: usize = 64;
@@ -66,6 +73,8 @@ pub struct LockEvent {
 pub struct Contract {
     pub violations: Vec<Violation>,
     pub events: Option<Vec<LockEvent>>,
+    /// Locked folios and the task that locked each (for the lock summary).
+    pub folio_owner: Vec<(FolioId, TaskId)>,
 }
 
 impl Contract {
@@ -73,8 +82,24 @@ impl Contract {
         Self {
             violations: Vec::new(),
             events: trace.then(Vec::new),
+            folio_owner: Vec::new(),
         }
     }
+}
+
+const FOLIO_LOCK_WEIGHT: u32 = 1 << (4 * lock_field::FOLIO_LOCK);
+
+/// What holding `lock` in `mode` adds to [`Current::locks`].
+const fn lock_weight(lock: LockId, mode: Mode) -> u32 {
+    let class = match (lock, mode) {
+        (LockId::Mmap(_), Mode::Write) => lock_field::MMAP_WRITE,
+        (LockId::Mmap(_), _) => lock_field::MMAP_READ,
+        (LockId::Vm(_), Mode::Write) => lock_field::VM_WRITE,
+        (LockId::Vm(_), _) => lock_field::VM_READ,
+        (LockId::Ptl(_), _) => lock_field::PTL,
+        (LockId::PageTableLock(_), _) => lock_field::PAGE_TABLE_LOCK,
+    };
+    1 << (4 * class)
 }
 
 /// Every lock the contract layer tracks.
@@ -116,6 +141,9 @@ impl Mode {
 #[derive(Debug, Clone, Default)]
 pub struct Current {
     pub held: InlineVec<(LockId, Mode), 16>,
+    /// The lock summary: a 4-bit count per class of
+    /// [`LOCK_FIELDS`](crate::sched::features::LOCK_FIELDS).
+    pub locks: u32,
     pub nspin: u32,
     /// `fatal_signal_pending(current)`.
     pub killed: bool,
@@ -198,6 +226,21 @@ pub fn event(
     }
 }
 
+/// The lock summary follows a folio's `PG_locked` (`folio_event` of `folio_lock`).
+fn folio_lock_summary(s: &mut State, action: &str, f: FolioId) {
+    if action == "acquire" {
+        let tid = s.tid;
+        s.contract.folio_owner.push((f, tid));
+        s.cur[tid].locks += FOLIO_LOCK_WEIGHT;
+    } else if action == "release" {
+        let owners = &mut s.contract.folio_owner;
+        if let Some(i) = owners.iter().position(|&(g, _)| g == f) {
+            let (_, owner) = owners.swap_remove(i);
+            s.cur[owner].locks -= FOLIO_LOCK_WEIGHT;
+        }
+    }
+}
+
 /// Record a lock event on a named object (folios, I/O).
 pub fn event_obj(
     s: &mut State,
@@ -229,6 +272,9 @@ pub fn folio_event(
     f: FolioId,
     mode: &'static str,
 ) {
+    if primitive == "folio_lock" {
+        folio_lock_summary(s, action, f);
+    }
     if s.contract.events.is_some() {
         event_obj(s, action, primitive, format!("folio#{f}"), mode, Vec::new());
     }
@@ -269,6 +315,7 @@ pub fn lock_acquired_by(
     }
     let cur = &mut s.cur[tid];
     cur.held.push((lock, mode));
+    cur.locks += lock_weight(lock, mode);
     if mode == Mode::Spin {
         cur.nspin += 1;
     }
@@ -296,6 +343,7 @@ pub fn lock_released(s: &mut State, lock: LockId, mode: Mode, primitive: &'stati
         } else {
             held.remove(i);
         }
+        s.cur[tid].locks -= lock_weight(lock, mode);
         if mode == Mode::Spin {
             s.cur[tid].nspin -= 1;
         }

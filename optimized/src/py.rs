@@ -10,14 +10,14 @@ use std::panic::{self, UnwindSafe};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use crate::case;
 use crate::mutant::{Mutant, MUTANTS};
-use crate::record::{MmSnap, RunRecord, Snapshot};
-use crate::run::{self, run};
+use crate::record::{MmSnap, PageImage, RunRecord, Snapshot};
+use crate::run::{self, run_with};
 use crate::sched::toys::{run_toy, Toy, ToyWait};
-use crate::sched::RunOutcome;
+use crate::sched::{features, RunOutcome};
 
 pyo3::create_exception!(
     optimized,
@@ -127,6 +127,32 @@ fn toy_run(
     ))
 }
 
+/// The interleaving feature buckets of a toy run (`reference.sched.toy_features` with the same
+/// arguments), sorted.
+#[pyfunction]
+fn toy_features(
+    name: &str,
+    strategy: u8,
+    seed: u64,
+    depth: u64,
+    steps: u64,
+    choices: &[u8],
+    stall_steps: u64,
+) -> PyResult<Vec<u16>> {
+    let toy = Toy::from_name(name)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown toy task set {name:?}")))?;
+    let choices = choices.to_vec();
+    let run = guard(move || run_toy(toy, strategy, seed, depth, steps, &choices, stall_steps))?;
+    Ok(run.features)
+}
+
+/// The bucket of one interleaving feature (`reference.sched.feature_bucket`).
+#[pyfunction]
+fn feature_bucket(site: &str, locks: u32, prev: Option<&str>) -> u16 {
+    let prev_h = prev.map_or(0, features::site_hash);
+    features::feature_bucket(features::site_hash(site), locks, prev_h)
+}
+
 impl From<crate::mutant::UnknownMutant> for PyErr {
     fn from(err: crate::mutant::UnknownMutant) -> PyErr {
         UnknownMutant::new_err(err.to_string())
@@ -140,16 +166,17 @@ impl From<run::EngineError> for PyErr {
 }
 
 /// Run the case in `data` (canonical bytes, or any bytes with `lenient`) through the optimized
-/// engine; the nested tuples `fuzz.record.RunRecord.from_native` reads. The GIL is released
-/// while the engine runs.
+/// engine; the nested tuples `fuzz.record.RunRecord.from_native` reads. With `features`, the
+/// record carries the interleaving features. The GIL is released while the engine runs.
 #[pyfunction]
-#[pyo3(signature = (data, mutant=None, trace=false, lenient=false))]
+#[pyo3(signature = (data, mutant=None, trace=false, lenient=false, features=true))]
 fn run_bytes<'py>(
     py: Python<'py>,
     data: &[u8],
     mutant: Option<&str>,
     trace: bool,
     lenient: bool,
+    features: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let mutant = Mutant::from_name(mutant)?;
     let case = if lenient {
@@ -157,8 +184,8 @@ fn run_bytes<'py>(
     } else {
         case::decode_strict(data)?
     };
-    let record = py.detach(move || guard(move || run(&case, mutant, trace)))??;
-    record_to_py(py, record)
+    let record = py.detach(move || guard(move || run_with(&case, mutant, trace, features)))??;
+    record_to_py(py, &record)
 }
 
 /// The chosen task ids as bytes (`tuple()` of it is the id sequence; ids are below 16).
@@ -170,137 +197,145 @@ fn schedule_bytes<'py>(py: Python<'py>, chosen: &[usize]) -> Bound<'py, PyBytes>
     PyBytes::new(py, &ids)
 }
 
-/// `RunRecord` as the nested tuples of `RunRecord.from_native` (same field order).
-fn record_to_py(py: Python<'_>, r: RunRecord) -> PyResult<Bound<'_, PyTuple>> {
-    let ops = PyList::empty(py);
+/// `RunRecord` as the nested tuples of `RunRecord.from_native` (same field order). Every
+/// sequence the record keeps as a tuple is built as one here, so the conversion copies nothing.
+fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTuple>> {
+    let mut ops = Vec::with_capacity(r.ops.len());
     for o in &r.ops {
         let op = &o.op;
         let fields = (op.kind.code(), op.mm, op.page, op.npages, op.prot, op.value);
         let part = PyString::intern(py, o.part);
-        ops.append((
+        let item = (
             o.index, part, o.task, fields, o.invoke, o.response, o.result,
-        ))?;
+        );
+        ops.push(item.into_pyobject(py)?);
     }
-    let image: Vec<Option<Vec<_>>> = r
-        .image
-        .iter()
-        .map(|m| {
-            m.as_ref().map(|pages| {
-                pages
-                    .iter()
-                    .map(|p| (p.mapped, p.prot, p.uffd, p.populated, p.value))
-                    .collect()
-            })
-        })
-        .collect();
-    let viol: Vec<_> = r
-        .violations
-        .iter()
-        .map(|v| {
-            (
-                v.rule,
-                v.function.as_str(),
-                v.message.as_str(),
-                v.step,
-                v.task,
-            )
-        })
-        .collect();
+    let image = PyTuple::new(py, r.image.iter().map(|m| image_to_py(py, m.as_deref())))?;
+    let viol = r.violations.iter().map(|v| {
+        (
+            v.rule,
+            v.function.as_str(),
+            v.message.as_str(),
+            v.step,
+            v.task,
+        )
+    });
     let snaps = snapshots_to_py(py, &r.snapshots)?;
-    let locks: Vec<_> = r
+    let locks = r
         .lock_events
         .iter()
-        .map(|e| {
-            (
+        .map(|e| -> PyResult<_> {
+            let seq = PyTuple::new(py, &e.seq)?;
+            Ok((
                 e.step,
                 e.task,
                 e.action,
                 e.primitive,
                 e.obj.as_str(),
                 e.mode,
-                e.seq.clone(),
-            )
+                seq,
+            ))
         })
-        .collect();
-    let wait: Vec<_> = r
+        .collect::<PyResult<Vec<_>>>()?;
+    let wait = r
         .wait_for
         .iter()
-        .map(|w| (w.task, w.site, w.obj.as_str(), w.holders.clone()))
-        .collect();
-    let migr: Vec<_> = r
+        .map(|w| -> PyResult<_> {
+            let holders = PyTuple::new(py, &w.holders)?;
+            Ok((w.task, w.site, w.obj.as_str(), holders))
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let migr = r
         .migration_failures
         .iter()
-        .map(|m| {
-            (
+        .map(|m| -> PyResult<_> {
+            let holders = PyTuple::new(py, &m.holders)?;
+            Ok((
                 m.step,
                 m.task,
                 m.folio.as_str(),
                 m.expected,
                 m.actual,
-                m.holders.clone(),
-            )
+                holders,
+            ))
         })
-        .collect();
+        .collect::<PyResult<Vec<_>>>()?;
     let extra = PyDict::new(py);
     extra.set_item("stopped", r.stopped)?;
     if !r.growths.is_empty() {
         extra.set_item("growths", PyTuple::new(py, &r.growths)?)?;
     }
-    let items: [Bound<'_, PyAny>; 15] = [
+    let items: [Bound<'_, PyAny>; 16] = [
         PyString::intern(py, r.engine).into_any(),
         PyString::intern(py, r.status).into_any(),
-        ops.into_pyobject(py)?.into_any(),
-        image.into_pyobject(py)?.into_any(),
-        viol.into_pyobject(py)?.into_any(),
-        snaps.into_pyobject(py)?.into_any(),
-        locks.into_pyobject(py)?.into_any(),
-        r.trace.into_pyobject(py)?.into_any(),
-        wait.into_pyobject(py)?.into_any(),
-        migr.into_pyobject(py)?.into_any(),
-        r.counters.to_vec().into_pyobject(py)?.into_any(),
+        PyTuple::new(py, ops)?.into_any(),
+        image.into_any(),
+        PyTuple::new(py, viol)?.into_any(),
+        snaps.into_any(),
+        PyTuple::new(py, locks)?.into_any(),
+        PyTuple::new(py, &r.trace)?.into_any(),
+        PyTuple::new(py, wait)?.into_any(),
+        PyTuple::new(py, migr)?.into_any(),
+        PyTuple::new(py, r.counters)?.into_any(),
         schedule_bytes(py, &r.schedule).into_any(),
         PyBytes::new(py, &r.choices).into_any(),
         r.steps.into_pyobject(py)?.into_any(),
+        PyTuple::new(py, &r.features)?.into_any(),
         extra.into_any(),
     ];
     PyTuple::new(py, items)
 }
 
+/// One mm's memory image: None, or a tuple of per-page field tuples.
+fn image_to_py<'py>(py: Python<'py>, pages: Option<&[PageImage]>) -> Bound<'py, PyAny> {
+    let Some(pages) = pages else {
+        return py.None().into_bound(py);
+    };
+    let rows = pages
+        .iter()
+        .map(|p| (p.mapped, p.prot, p.uffd, p.populated, p.value));
+    // Tuples of ints and bools cannot fail to convert.
+    PyTuple::new(py, rows).map_or_else(|_| py.None().into_bound(py), Bound::into_any)
+}
+
 /// The snapshots as `from_native` reads them. Consecutive snapshots mostly repeat an mm's
 /// VMAs and PTEs unchanged: such an mm snapshot reuses the previous one's Python object.
-fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyList>> {
+fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyTuple>> {
     let mut prev: Vec<Option<(&MmSnap, Bound<'py, PyAny>)>> = Vec::new();
-    let out = PyList::empty(py);
+    let mut out = Vec::with_capacity(snaps.len());
     for snap in snaps {
-        let mms = PyList::empty(py);
+        let mut mms = Vec::with_capacity(snap.mms.len());
         prev.resize(snap.mms.len(), None);
         for (i, m) in snap.mms.iter().enumerate() {
             let Some(m) = m else {
-                mms.append(py.None())?;
+                mms.push(py.None().into_bound(py));
                 continue;
             };
             if let Some((_, obj)) = prev[i].as_ref().filter(|(p, _)| *p == m) {
-                mms.append(obj)?;
+                mms.push(obj.clone());
                 continue;
             }
-            let vmas: Vec<_> = m
+            let vmas = m
                 .vmas
                 .iter()
-                .map(|v| (v.start, v.end, v.prot, v.uffd, v.growsdown, v.anon_vma))
-                .collect();
-            let ptes: Vec<_> = m
-                .ptes
-                .iter()
-                .map(|p| (p.kind, p.data, p.writable, p.ref_))
-                .collect();
-            let obj = (vmas, ptes).into_pyobject(py)?.into_any();
-            mms.append(&obj)?;
+                .map(|v| (v.start, v.end, v.prot, v.uffd, v.growsdown, v.anon_vma));
+            let ptes = m.ptes.iter().map(|p| (p.kind, p.data, p.writable, p.ref_));
+            let obj = (PyTuple::new(py, vmas)?, PyTuple::new(py, ptes)?)
+                .into_pyobject(py)?
+                .into_any();
+            mms.push(obj.clone());
             prev[i] = Some((m, obj));
         }
-        let item = (snap.after, mms, &snap.folios, &snap.swap, &snap.locks);
-        out.append(item.into_pyobject(py)?)?;
+        let item = (
+            snap.after,
+            PyTuple::new(py, mms)?,
+            PyTuple::new(py, &snap.folios)?,
+            PyTuple::new(py, &snap.swap)?,
+            PyTuple::new(py, &snap.locks)?,
+        );
+        out.push(item.into_pyobject(py)?);
     }
-    Ok(out)
+    PyTuple::new(py, out)
 }
 
 #[pymodule]
@@ -310,6 +345,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FORMAT_VERSION", case::FORMAT_VERSION)?;
     m.add("OP_NAMES", PyTuple::new(py, case::OP_NAMES)?)?;
     m.add("MUTANTS", PyTuple::new(py, MUTANTS)?)?;
+    m.add("LOCK_FIELDS", PyTuple::new(py, features::LOCK_FIELDS)?)?;
     m.add("CaseFormatError", py.get_type::<CaseFormatError>())?;
     m.add("UnknownMutant", py.get_type::<UnknownMutant>())?;
     m.add("EngineError", py.get_type::<EngineError>())?;
@@ -317,5 +353,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonicalize, m)?)?;
     m.add_function(wrap_pyfunction!(decode_strict_ok, m)?)?;
     m.add_function(wrap_pyfunction!(toy_run, m)?)?;
+    m.add_function(wrap_pyfunction!(toy_features, m)?)?;
+    m.add_function(wrap_pyfunction!(feature_bucket, m)?)?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use crate::case::{Op, OpKind};
 use crate::migrate::MigrationFailure;
 use crate::objects::{State, WaitOn};
 use crate::primitives::{LockEvent, Violation};
+use crate::sched::features::FEATURE_BITS;
 use crate::sched::{Sched, TaskId};
 use crate::snapshot::memory_image;
 
@@ -13,6 +14,9 @@ pub const RES_SIGBUS: i64 = -1007;
 pub const RES_KILLED: i64 = -2001;
 pub const RES_HUNG: i64 = -2002;
 pub const RES_NOT_RUN: i64 = -2003;
+
+/// The optimized engine's tag on its interleaving features (`fuzz.record.FEATURE_TAG_OPTIMIZED`).
+pub const FEATURE_TAG: u32 = 2;
 
 pub const STATUS_OK: &str = "ok";
 pub const STATUS_DEADLOCK: &str = "deadlock";
@@ -114,6 +118,8 @@ pub struct RunRecord {
     pub stopped: bool,
     /// Every stack growth (`fuzz.record.StackGrowth` fields).
     pub growths: Vec<crate::objects::Growth>,
+    /// The interleaving features, `FEATURE_TAG << 16 | bucket`, sorted.
+    pub features: Vec<u32>,
 }
 
 /// A scheduler step as the record's signed step fields hold it.
@@ -169,5 +175,10 @@ pub fn build_record(
         steps: sched.step,
         stopped,
         growths: std::mem::take(&mut s.growths),
+        features: sched
+            .feature_buckets()
+            .into_iter()
+            .map(|b| FEATURE_TAG << FEATURE_BITS | u32::from(b))
+            .collect(),
     }
 }

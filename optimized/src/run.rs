@@ -8,7 +8,8 @@
 //! either sleeps in `handle_userfault` (its operation is `hung`, the task leaves) or the run is
 //! a deadlock (with the wait-for graph) and stops. Running out of steps is a livelock. Under the
 //! `serial` strategy a snapshot is taken after every operation, at the next operation's start
-//! (when the daemons have drained) and at the end.
+//! (when the daemons have drained) and at the end. With `features`, the record carries the
+//! run's interleaving features (`sched::features`), tagged [`crate::record::FEATURE_TAG`].
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -78,8 +79,19 @@ fn indexed_ops(case: &Case) -> Vec<(usize, &'static str, usize, Op)> {
         .collect()
 }
 
-/// Run `case` through the optimized engine; the same case gives the same record.
+/// Run `case` through the optimized engine; the same case gives the same record. With `trace`,
+/// lock events and the step trace are kept.
 pub fn run(case: &Case, mutant: Mutant, trace: bool) -> Result<RunRecord, EngineError> {
+    run_with(case, mutant, trace, false)
+}
+
+/// [`run`], and with `features` the record carries the interleaving features.
+pub fn run_with(
+    case: &Case,
+    mutant: Mutant,
+    trace: bool,
+    features: bool,
+) -> Result<RunRecord, EngineError> {
     let nthreads = case.threads.len();
     let ntasks = nthreads + 3 + usize::from(case.uffd_monitor);
     let k = Kernel::new(
@@ -89,6 +101,9 @@ pub fn run(case: &Case, mutant: Mutant, trace: bool) -> Result<RunRecord, Engine
         trace,
         mutant,
     );
+    if features {
+        k.sched.borrow_mut().enable_features();
+    }
     let mut ex: Executor<WaitOn> = Executor::new();
     let threads: Vec<TaskId> = (0..nthreads)
         .map(|i| ex.spawn(&k.sched, &format!("t{i}"), false))
@@ -290,8 +305,9 @@ impl Runner {
 
     /// Run until nothing can run; settle hung tasks; detect deadlock and livelock.
     fn run_phase(&self, ex: &mut Executor<WaitOn>) -> &'static str {
+        let st = &self.k.st;
         loop {
-            let outcome = ex.run(&self.k.sched);
+            let outcome = ex.run_with(&self.k.sched, |tid| st.borrow().cur[tid].locks);
             if self.aborted() {
                 return STATUS_OK;
             }

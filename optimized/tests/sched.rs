@@ -90,5 +90,7 @@ fn toy_decisions_match_python() {
             assert_eq!(name, want[2].as_str().unwrap(), "{ctx}");
             assert_eq!(holders, u64s(&want[3]), "{ctx}");
         }
+        let features: Vec<u64> = run.features.iter().map(|&b| u64::from(b)).collect();
+        assert_eq!(features, u64s(&v["features"]), "{ctx}");
     }
 }

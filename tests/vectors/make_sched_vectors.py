@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import pathlib
 
-from reference.sched import SplitMix64, run_toy
+from reference.sched import SplitMix64, run_toy, toy_features
 
 SEEDS = (0, 1, 7, 0xDEADBEEF, 2**64 - 1)
 STRATEGIES = (
@@ -59,6 +59,7 @@ def toy_vectors() -> list[dict[str, object]]:
                     "log": log,
                     "unfinished": unfinished,
                     "wait_for": [[t, site, obj, list(h)] for t, site, obj, h in wait_for],
+                    "features": toy_features(toy, strategy, seed, depth, steps, choices, stall),
                 }
             )
     return out

@@ -12,8 +12,15 @@
 //!
 //! The scheduler state lives in a `RefCell` shared with the tasks. Never hold a borrow across
 //! an `.await` (clippy's `await_holding_refcell_ref` is denied for the crate).
+//!
+//! With features on ([`Sched::enable_features`]) every step also records an interleaving
+//! feature (`features`): the executor asks the engine for the running task's lock summary
+//! after the step ([`Executor::run_with`]).
 
+pub mod features;
 pub mod toys;
+
+use features::{feature_bucket, site_hash, FeatureMap};
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -77,6 +84,8 @@ pub struct TaskInfo<W> {
     pub state: TaskState,
     pub wait: Option<W>,
     pub site: &'static str,
+    /// [`site_hash`] of `site` as of the task's last step (with features only).
+    site_hash: u32,
     sleep_step: u64,
     /// The tasks that were runnable when the timed sleep began.
     sleep_wait: Vec<TaskId>,
@@ -176,6 +185,10 @@ pub struct Sched<W> {
     /// Index of that task in the runnable list: replayable as explicit choices.
     pub choice_log: Vec<u8>,
     pub trace: Option<Vec<(u64, TaskId, &'static str)>>,
+    /// The interleaving features seen so far, when asked for.
+    pub features: Option<FeatureMap>,
+    /// The task that ran the step before the current one.
+    prev: Option<TaskId>,
     sleepers: usize,
     runnable: Vec<TaskId>,
 }
@@ -202,9 +215,25 @@ impl<W: Clone> Sched<W> {
             chosen: Vec::new(),
             choice_log: Vec::new(),
             trace: trace.then(Vec::new),
+            features: None,
+            prev: None,
             sleepers: 0,
             runnable: Vec::new(),
         }
+    }
+
+    /// Record interleaving features from the next step on.
+    pub fn enable_features(&mut self) {
+        self.features.get_or_insert_with(FeatureMap::new);
+    }
+
+    /// The feature buckets seen so far, in increasing order (empty without features).
+    #[must_use]
+    pub fn feature_buckets(&self) -> Vec<u16> {
+        self.features
+            .as_ref()
+            .map(FeatureMap::sorted)
+            .unwrap_or_default()
     }
 
     /// The task running the current step.
@@ -316,6 +345,7 @@ impl<W: Clone> Sched<W> {
             match pick {
                 Some(tid) => {
                     self.step += 1;
+                    self.prev = self.current;
                     self.current = Some(tid);
                     self.tasks[tid].last_step = self.step;
                     return Pick::Task(tid);
@@ -407,11 +437,21 @@ impl<W: Clone> Sched<W> {
         })
     }
 
-    fn after_step(&mut self, tid: TaskId, finished: bool) {
+    /// The step of `tid` ended; `locks` is its lock summary (only read with features).
+    fn after_step(&mut self, tid: TaskId, finished: bool, locks: u32) {
         if finished {
             let t = &mut self.tasks[tid];
             t.state = TaskState::Done;
             t.site = "";
+        }
+        if let Some(map) = &mut self.features {
+            let h = site_hash(self.tasks[tid].site);
+            self.tasks[tid].site_hash = h;
+            let prev_h = match self.prev {
+                Some(p) if p != tid => self.tasks[p].site_hash,
+                _ => 0,
+            };
+            map.insert(feature_bucket(h, locks, prev_h));
         }
         if let Some(trace) = &mut self.trace {
             trace.push((self.step, tid, self.tasks[tid].site));
@@ -520,6 +560,7 @@ impl<W: Clone> Executor<W> {
             state: TaskState::Done,
             wait: None,
             site: "",
+            site_hash: site_hash(""),
             sleep_step: 0,
             sleep_wait: Vec::new(),
             last_step: 0,
@@ -543,6 +584,16 @@ impl<W: Clone> Executor<W> {
 
     /// Run until nothing can run or the budget is spent.
     pub fn run(&mut self, sched: &RefCell<Sched<W>>) -> RunOutcome {
+        self.run_with(sched, |_| 0)
+    }
+
+    /// [`Executor::run`], with `locks(tid)` giving the lock summary of task `tid` after each
+    /// of its steps (asked only when features are on; it must not borrow `sched`).
+    pub fn run_with(
+        &mut self,
+        sched: &RefCell<Sched<W>>,
+        mut locks: impl FnMut(TaskId) -> u32,
+    ) -> RunOutcome {
         let mut cx = Context::from_waker(Waker::noop());
         loop {
             let pick = sched.borrow_mut().next_pick();
@@ -553,14 +604,16 @@ impl<W: Clone> Executor<W> {
             };
             let Some(fut) = self.futures[tid].as_mut() else {
                 // A runnable task always has a body; treat a missing one as finished.
-                sched.borrow_mut().after_step(tid, true);
+                sched.borrow_mut().after_step(tid, true, 0);
                 continue;
             };
             let finished = fut.as_mut().poll(&mut cx).is_ready();
             if finished {
                 self.futures[tid] = None;
             }
-            sched.borrow_mut().after_step(tid, finished);
+            let mut s = sched.borrow_mut();
+            let held = if s.features.is_some() { locks(tid) } else { 0 };
+            s.after_step(tid, finished, held);
         }
     }
 }

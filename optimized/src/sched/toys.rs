@@ -28,6 +28,8 @@ pub struct ToyRun {
     pub log: Vec<u64>,
     pub unfinished: Vec<TaskId>,
     pub wait_for: Vec<(TaskId, &'static str, ToyWait)>,
+    /// The interleaving feature buckets (`reference.sched.toy_features`).
+    pub features: Vec<u16>,
 }
 
 #[derive(Debug)]
@@ -258,6 +260,7 @@ pub fn run_toy(
         stall_steps,
         false,
     )));
+    sched.borrow_mut().enable_features();
     let log = Rc::new(RefCell::new(Vec::new()));
     let mut ex = Executor::new();
     match toy {
@@ -280,5 +283,6 @@ pub fn run_toy(
         log,
         unfinished: s.unfinished(),
         wait_for: s.wait_for_graph(),
+        features: s.feature_buckets(),
     }
 }

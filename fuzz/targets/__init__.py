@@ -1,0 +1,1 @@
+"""libFuzzer/atheris targets: executable scripts named ``*_fuzzer.py`` (see each one's docstring)."""
