@@ -123,12 +123,20 @@ def program_key(case: Case) -> str:
     return hashlib.sha256(encode(replace(case, schedule=Schedule.serial()))).hexdigest()[:16]
 
 
+def worker_seed(seed: int, wid: int) -> int:
+    """Worker `wid`'s PRNG seed. SplitMix64 advances its state by a constant, so streams that
+    start at nearby states (seed + 1, or seed + worker) are shifted copies of one another: the
+    campaign seed and the worker id go through the output function first, which spreads them
+    over the whole state space."""
+    return SplitMix64(SplitMix64(seed).next_u64() ^ (wid << 32 | wid)).next_u64()
+
+
 class _Worker:
     def __init__(self, config: Config, wid: int, start: float) -> None:
         self.config = config
         self.start = start
         self.found = False
-        self.rng = SplitMix64(config.seed * 0x9E3779B97F4A7C15 + wid + 1)
+        self.rng = SplitMix64(worker_seed(config.seed, wid))
         self.corpus: list[Case] = [decode_strict(b) for b in config.seeds]
         self.seen: set[int] = set()
         self.stats = Stats()

@@ -146,7 +146,9 @@ def _mutant(name: str | None) -> str | None:
     return name
 
 
-def _case_or_token(arg: str, mutant: str | None) -> tuple[Case, str | None, str]:
+def _case_or_token(
+    arg: str, mutant: str | None, lenient: bool = False
+) -> tuple[Case, str | None, str]:
     """The case to replay, its mutant and the signature it should show ('' for a case file)."""
     if _is_token_arg(arg):
         token = _token(arg)
@@ -159,13 +161,14 @@ def _case_or_token(arg: str, mutant: str | None) -> tuple[Case, str | None, str]
             )
         return token.case, mutant if mutant is not None else token.mutant, token.signature
     try:
-        return load_case(arg), mutant, ""
+        return load_case(arg, lenient), mutant, ""
     except CaseFormatError as e:
-        raise InputError(f"{_short(arg)}: {e}") from None
+        hint = "" if lenient else " (a raw fuzzer input such as crash-*? add --lenient)"
+        raise InputError(f"{_short(arg)}: {e}{hint}") from None
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    case, mutant, signature = _case_or_token(args.finding, _mutant(args.mutant))
+    case, mutant, signature = _case_or_token(args.finding, _mutant(args.mutant), args.lenient)
     verdict = check_case(case, mutant=mutant)
     if verdict.finding is None:
         print(f"{PROG} repro: passes now ({verdict.kind}); {signature or 'the case'} is gone")
@@ -178,7 +181,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 def cmd_minimize(args: argparse.Namespace) -> int:
-    case, mutant, signature = _case_or_token(args.finding, _mutant(args.mutant))
+    case, mutant, signature = _case_or_token(args.finding, _mutant(args.mutant), args.lenient)
     verdict = check_case(case, mutant=mutant)
     if verdict.finding is None:
         raise InputError(f"{_short(args.finding)}: it passes now, nothing to minimize")
@@ -367,12 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     repro.add_argument("finding", metavar="FINDING|TOKEN|CASE")
     repro.add_argument("--mutant", metavar="NAME", help="run the optimized engine as this mutant")
+    repro.add_argument(
+        "--lenient", action="store_true", help="decode a raw fuzzer input (crash-*) leniently"
+    )
     repro.set_defaults(func=cmd_repro)
     mini = sub.add_parser(
         "minimize", help="shrink a finding to the fewest ops and context switches"
     )
     mini.add_argument("finding", metavar="FINDING|TOKEN|CASE")
     mini.add_argument("--mutant", metavar="NAME", help="run the optimized engine as this mutant")
+    mini.add_argument(
+        "--lenient", action="store_true", help="decode a raw fuzzer input (crash-*) leniently"
+    )
     mini.set_defaults(func=cmd_minimize)
     corp = sub.add_parser(
         "corpus", help="pack, unpack, merge, list and export corpus bundles (corpora/README.md)"

@@ -72,3 +72,14 @@ def test_pct_bound_text() -> None:
     lines = campaign.pct_bound(stats)
     assert "100 runs over 1 programs" in lines[0]
     assert lines[1].startswith("  depth 1: each run hits a given bug with p >= 2.00e-01")
+
+
+def test_worker_streams_are_not_shifted_copies() -> None:
+    """Seeds 0 and 1, and workers 0 and 1, must not replay one stream one step apart."""
+
+    def stream(seed: int, wid: int) -> list[int]:
+        rng = SplitMix64(campaign.worker_seed(seed, wid))
+        return [rng.next_u64() for _ in range(8)]
+
+    a, b, c = stream(0, 0), stream(1, 0), stream(0, 1)
+    assert not set(a) & set(b) and not set(a) & set(c)

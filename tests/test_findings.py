@@ -220,3 +220,15 @@ def test_show_renders_a_token(capsys: pytest.CaptureFixture[str]) -> None:
     assert "uffd_register mm0 1+1" in out
     assert encode(Z18_CASE)  # the case itself is canonical
     assert OpKind.WRITE
+
+
+def test_repro_reads_a_raw_crash_file_with_lenient(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    from fuzz.cli import main
+
+    raw = tmp_path / "crash-0123"
+    raw.write_bytes(encode(Z18_CASE) + b"trailing junk a fuzzer left")
+    assert main(["repro", str(raw)]) == 2
+    assert "add --lenient" in capsys.readouterr().err
+    assert main(["repro", str(raw), "--lenient", "--mutant", Z18]) in (0, 1)
