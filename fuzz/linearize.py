@@ -43,7 +43,7 @@ step whose search gives up is not taken.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from fuzz import spec
@@ -188,16 +188,22 @@ def page_histories(case: Case, record: RunRecord) -> list[list[SubOp]]:
     n = case.nr_pages
     whos = [part if part != "thread" else f"t{t}" for part, t, _ in case.all_ops()]
     hists: list[list[SubOp]] = [[] for _ in range(n)]
-    watched = _population_watchers(record, n)
-    zaps = _zaps(record, n)
+    live = [
+        (rec, _pages(rec.op, n))
+        for rec in record.ops
+        if rec.result != RES_NOT_RUN and rec.op.kind is not OpKind.KILL
+    ]
+    observers = _observers(live, n)
+    zaps = _zaps(live)
     last = 0
-    for rec in record.ops:
-        if rec.result == RES_NOT_RUN or rec.op.kind is OpKind.KILL:
-            continue
+    for rec, pages in live:
         last = max(last, rec.invoke + 1, rec.response + 1)
-        pages = _pages(rec.op, n)
-        again = _overlapping(zaps, rec) if spec.is_access(rec.op) else 0
-        subs = _sub_ops(rec, whos, any(watched[p](rec) for p in pages), again)
+        if spec.is_access(rec.op):
+            # An access names one page; only accesses' phases depend on what watches them.
+            watched = _overlapping(observers.get((-1, rec.op.page), ()), rec)
+            subs = _sub_ops(rec, whos, watched > 0, _overlapping(zaps.get(_key(rec)), rec))
+        else:
+            subs = _sub_ops(rec, whos, True)
         for p in pages:
             hists[p].extend(subs)
     for k, g in enumerate(record.growths):
@@ -214,50 +220,51 @@ def page_histories(case: Case, record: RunRecord) -> list[list[SubOp]]:
     return hists
 
 
-def _population_watchers(record: RunRecord, n: int) -> list[Callable[[OpRecord], bool]]:
-    """Per page: whether an op that can tell population runs concurrently with a given op
-    (on a page ever registered with userfaultfd, other accesses can)."""
-    uffd = [False] * n
-    for rec in record.ops:
-        for p in _pages(rec.op, n):
-            uffd[p] |= rec.op.kind is OpKind.UFFD_REGISTER
-    spans: list[list[tuple[int, int, int]]] = [[] for _ in range(n)]
-    for rec in record.ops:
-        for p in _pages(rec.op, n):
-            if spec.observes_population(rec.op) or (uffd[p] and spec.is_access(rec.op)):
-                spans[p].append((rec.invoke, _end(rec), rec.index))
-
-    def watcher(p: int) -> Callable[[OpRecord], bool]:
-        def watched(rec: OpRecord) -> bool:
-            end = _end(rec)
-            return any(a <= end and rec.invoke <= b and i != rec.index for a, b, i in spans[p])
-
-        return watched
-
-    return [watcher(p) for p in range(n)]
+Spans = dict[tuple[int, int], list[tuple[int, int, int]]]
+Live = list[tuple[OpRecord, range]]
 
 
-Zaps = dict[tuple[int, int], list[tuple[int, int]]]
+def _key(rec: OpRecord) -> tuple[int, int]:
+    return (rec.op.mm, rec.op.page)
+
+
+def _observers(live: Live, n: int) -> Spans:
+    """Per page (key ``(-1, page)``): the intervals of the ops that can tell a page populated
+    with 0 from an empty one (`spec.observes_population`; on a page ever registered with
+    userfaultfd, accesses too, which block on the empty PTE)."""
+    uffd = {p for rec, pages in live if rec.op.kind is OpKind.UFFD_REGISTER for p in pages}
+    out: Spans = {}
+    for rec, pages in live:
+        observes = spec.observes_population(rec.op)
+        access = spec.is_access(rec.op)
+        for p in pages:
+            if observes or (access and p in uffd):
+                out.setdefault((-1, p), []).append((rec.invoke, _end(rec), rec.index))
+    return out
+
 
 # Ops that can empty a populated PTE, after which the same access may fault (and populate) again.
 _ZAPPERS = frozenset({OpKind.MMAP, OpKind.MUNMAP, OpKind.MADVISE_DONTNEED})
 
 
-def _zaps(record: RunRecord, n: int) -> Zaps:
+def _zaps(live: Live) -> Spans:
     """Per (mm, page): the intervals of the ops that may empty it."""
-    out: Zaps = {}
-    for rec in record.ops:
-        if rec.op.kind in _ZAPPERS and rec.invoke >= 0:
-            for p in _pages(rec.op, n):
-                out.setdefault((rec.op.mm, p), []).append((rec.invoke, _end(rec)))
+    out: Spans = {}
+    for rec, pages in live:
+        if rec.op.kind in _ZAPPERS:
+            for p in pages:
+                out.setdefault((rec.op.mm, p), []).append((rec.invoke, _end(rec), rec.index))
     return out
 
 
-def _overlapping(zaps: Zaps, rec: OpRecord) -> int:
-    """How many page-emptying ops run while access `rec` does: each lets its fault populate
-    the page once more (a fault populates, a zap empties it, the retried access faults again)."""
-    end = _end(rec)
-    return sum(1 for a, b in zaps.get((rec.op.mm, rec.op.page), ()) if a <= end and rec.invoke <= b)
+def _overlapping(spans: Iterable[tuple[int, int, int]] | None, rec: OpRecord) -> int:
+    """How many of `spans` (other ops' intervals) overlap `rec`'s. For page-emptying ops, each
+    lets an access's fault populate the page once more (a fault populates, a zap empties it,
+    the retried access faults again)."""
+    if not spans:
+        return 0
+    end, start, me = _end(rec), rec.invoke, rec.index
+    return sum(1 for a, b, i in spans if a <= end and start <= b and i != me)
 
 
 def _end(rec: OpRecord) -> int:
