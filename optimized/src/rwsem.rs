@@ -197,16 +197,20 @@ pub fn up_read(s: &mut State, lock: LockId, primitive: &'static str) {
     }
 }
 
-pub fn up_write(s: &mut State, lock: LockId, primitive: &'static str) {
+/// Whether the current task holds `lock` for write; a violation (`lock.release-unheld`) if not.
+fn write_held(s: &mut State, lock: LockId, primitive: &'static str) -> bool {
     let tid = s.tid;
-    if sem_mut(s, lock).writer != Some(tid) {
-        let name = lock_name(s, lock);
-        violate(
-            s,
-            "lock.release-unheld",
-            primitive,
-            format!("{name} not write-held by task"),
-        );
+    if sem_mut(s, lock).writer == Some(tid) {
+        return true;
+    }
+    let name = lock_name(s, lock);
+    let msg = format!("{name} not write-held by task");
+    violate(s, "lock.release-unheld", primitive, msg);
+    false
+}
+
+pub fn up_write(s: &mut State, lock: LockId, primitive: &'static str) {
+    if !write_held(s, lock, primitive) {
         return;
     }
     lock_released(s, lock, Mode::Write, primitive);
@@ -215,17 +219,10 @@ pub fn up_write(s: &mut State, lock: LockId, primitive: &'static str) {
 }
 
 pub fn downgrade_write(s: &mut State, lock: LockId, primitive: &'static str) {
-    let tid = s.tid;
-    if sem_mut(s, lock).writer != Some(tid) {
-        let name = lock_name(s, lock);
-        violate(
-            s,
-            "lock.release-unheld",
-            primitive,
-            format!("{name} not write-held by task"),
-        );
+    if !write_held(s, lock, primitive) {
         return;
     }
+    let tid = s.tid;
     lock_released(s, lock, Mode::Write, primitive);
     let sem = sem_mut(s, lock);
     sem.writer = None;
