@@ -14,14 +14,18 @@ same ones `fuzz.bench.reference_stress` applies to the reference:
 
 It prints the failures (seed, oracle, message, and the command that replays it) and the
 throughput of the engine alone, measured on the raw hot path (`optimized.run_bytes` on the
-encoded cases) and on the `RunRecord` facade, next to the reference's on the first
-``--reference-cases`` of the same cases (a subset: the reference is ~50x slower). Exit status 1
-if anything failed. A benchmark script, not a test: it asserts no timing.
+encoded cases, without interleaving features) and on the `RunRecord` facade, next to the
+reference's on the first ``--reference-cases`` of the same cases (a subset, as the reference is
+much slower). ``--dump FILE`` also writes the encoded cases for
+``cargo run --release --example engine_bench -- FILE``, which times the native engine with no
+Python at all. Exit status 1 if anything failed. A benchmark script, not a test: it asserts no
+timing.
 """
 
 from __future__ import annotations
 
 import argparse
+import struct
 import sys
 import time
 from collections import Counter
@@ -50,11 +54,11 @@ def make_cases(args: argparse.Namespace) -> list[Case]:
 def engine_throughput(data: list[bytes]) -> tuple[float, float, int]:
     """(cases/s through `run_bytes`, cases/s through `RunRecord.from_native`, total steps)."""
     t0 = time.perf_counter()
-    steps = sum(optimized.run_bytes(d)[13] for d in data)
+    steps = sum(optimized.run_bytes(d, features=False)[13] for d in data)
     raw = len(data) / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     for d in data:
-        RunRecord.from_native(optimized.run_bytes(d))
+        RunRecord.from_native(optimized.run_bytes(d, features=False))
     facade = len(data) / (time.perf_counter() - t0)
     return raw, facade, steps
 
@@ -80,12 +84,25 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="time the reference on the first N cases (default 2000)",
     )
+    ap.add_argument(
+        "--dump",
+        metavar="FILE",
+        help="also write the encoded cases, each after its u32 little-endian length, to FILE",
+    )
     args = ap.parse_args(argv)
 
     t_gen = time.perf_counter()
     cases = make_cases(args)
     data = [encode(c) for c in cases]
     t_gen = time.perf_counter() - t_gen
+    if args.dump:
+        try:
+            with open(args.dump, "wb") as f:
+                for d in data:
+                    f.write(struct.pack("<I", len(d)) + d)
+        except OSError as e:
+            print(f"optimized_stress: cannot write {args.dump}: {e.strerror}", file=sys.stderr)
+            return 2
 
     statuses: Counter[str] = Counter()
     failures: Counter[str] = Counter()
