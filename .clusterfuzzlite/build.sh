@@ -6,9 +6,10 @@ repo="$SRC/vmafuzz"
 cd "$repo"
 
 # The extension is built uninstrumented with the stable toolchain: the base image's RUSTFLAGS
-# carry nightly-only sanitizer flags. libFuzzer sees inside the Rust engine through the
-# interleaving features the target reports (fuzz/targets/check_case_fuzzer.py).
-env -u RUSTFLAGS pip3 install .
+# carry nightly-only sanitizer flags, and its CFLAGS would instrument the C allocator the
+# engine links (mimalloc). libFuzzer sees inside the Rust engine through the interleaving
+# features the target reports (fuzz/targets/check_case_fuzzer.py).
+env -u RUSTFLAGS -u CFLAGS -u CXXFLAGS pip3 install .
 
 # The seed corpus: every bundled corpus bundle, merged.
 seeds="${WORK:-/tmp}/vmafuzz-seeds.lz4"

@@ -111,14 +111,18 @@ def test_build_script_builds_every_fuzzer(tmp_path: pathlib.Path) -> None:
         d.mkdir()
     (src / "vmafuzz").symlink_to(ROOT)
     log = tmp_path / "calls"
-    _stub(bin_, "pip3", f'echo "pip3 $*" >> {log}\n')
+    flags = "RUSTFLAGS=${RUSTFLAGS-unset} CFLAGS=${CFLAGS-unset} CXXFLAGS=${CXXFLAGS-unset}"
+    _stub(bin_, "pip3", f'echo "pip3 $* {flags}" >> {log}\n')
     _stub(bin_, "compile_python_fuzzer", f'echo "compile $1" >> {log}\n')
     _stub(bin_, "vmafuzz", f'exec {sys.executable} -m fuzz "$@"\n')
     env = {**os.environ, "SRC": str(src), "OUT": str(out), "WORK": str(work)}
     env["PATH"] = f"{bin_}{os.pathsep}{env['PATH']}"
+    # The base image's sanitizer flags, which must not reach the extension's build.
+    sanitizer = "-fsanitize=address -fsanitize=fuzzer-no-link"
+    env.update(RUSTFLAGS="-Zsanitizer=address", CFLAGS=sanitizer, CXXFLAGS=sanitizer)
     subprocess.run(["bash", str(CFLITE / "build.sh")], env=env, check=True, capture_output=True)
     calls = log.read_text().splitlines()
-    assert calls[0] == "pip3 install ."
+    assert calls[0] == "pip3 install . RUSTFLAGS=unset CFLAGS=unset CXXFLAGS=unset"
     assert sorted(calls[1:]) == sorted(f"compile {f.relative_to(ROOT)}" for f in FUZZERS)
     for fuzzer in FUZZERS:
         name = fuzzer.stem
