@@ -18,7 +18,14 @@ fn main() {
         eprintln!("usage: engine_bench FILE [PASSES]");
         std::process::exit(2);
     };
-    let passes: usize = args.next().map_or(1, |p| p.parse().unwrap_or(1));
+    let passes: usize = match args.next().map(|p| p.parse::<usize>()) {
+        None => 1,
+        Some(Ok(n)) if n > 0 => n,
+        Some(_) => {
+            eprintln!("engine_bench: PASSES must be a positive integer");
+            std::process::exit(2);
+        }
+    };
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) => {

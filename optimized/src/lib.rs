@@ -48,6 +48,6 @@ pub mod wp;
 mod py;
 
 /// The engine allocates and frees many small objects per run (tasks, folios, snapshots);
-/// mimalloc's thread-local free lists halve what glibc malloc costs there.
+/// with mimalloc instead of glibc malloc a run takes 13-17% less time (`engine_bench`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
