@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from importlib import resources
 
-from fuzz import corpus, zoo
+from fuzz import argtypes, corpus, zoo
 from fuzz.case import (
     MAGIC,
     Case,
@@ -285,36 +285,6 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 # argument parsing
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -340,24 +310,29 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz.add_argument(
         "--time",
         "-max_total_time",
-        type=_positive_float,
+        type=argtypes.positive_float,
         default=90.0,
         metavar="SECONDS",
         help="time box (90)",
     )
     fuzz.add_argument(
-        "--runs", "-runs", type=_nonnegative_int, default=0, metavar="N", help="stop after N cases"
+        "--runs",
+        "-runs",
+        type=argtypes.nonnegative_int,
+        default=0,
+        metavar="N",
+        help="stop after N cases",
     )
     fuzz.add_argument(
         "--workers",
         "-workers",
         "-jobs",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=os.cpu_count() or 1,
         metavar="N",
         help="worker processes (one per core)",
     )
-    fuzz.add_argument("--seed", "-seed", type=_nonnegative_int, default=0, metavar="N")
+    fuzz.add_argument("--seed", "-seed", type=argtypes.nonnegative_int, default=0, metavar="N")
     fuzz.add_argument("--mutant", metavar="NAME", help="fuzz the optimized engine as this mutant")
     fuzz.add_argument(
         "--findings", default="findings", metavar="DIR", help="where findings go (findings/)"

@@ -48,6 +48,7 @@ from typing import NamedTuple
 
 import lz4.frame
 
+from fuzz.argtypes import fraction, nonnegative_int
 from fuzz.case import (
     FORMAT_VERSION,
     MAGIC,
@@ -515,26 +516,6 @@ def _cmd_seek(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``corpus`` subcommands, added to `parser` (the ``vmafuzz corpus`` parser)."""
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -560,17 +541,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(corpus_func=_cmd_export_seeds)
     p = sub.add_parser("harvest", help="keep interesting generated cases, shrunk, as case files")
     p.add_argument("dir", metavar="DIR", help="where the case files go (seed-NNNNNN.case)")
-    p.add_argument("--seeds", type=_count, default=3000, metavar="N", help="seeds to try (3000)")
-    p.add_argument("--first", type=_count, default=0, metavar="S", help="first seed (0)")
-    p.add_argument("--rare", type=_fraction, default=0.02, metavar="F", help="rare (0.02)")
-    p.add_argument("--benign", type=_count, default=12, metavar="K", help="divergences (12)")
+    p.add_argument(
+        "--seeds", type=nonnegative_int, default=3000, metavar="N", help="seeds to try (3000)"
+    )
+    p.add_argument("--first", type=nonnegative_int, default=0, metavar="S", help="first seed (0)")
+    p.add_argument("--rare", type=fraction, default=0.02, metavar="F", help="rare (0.02)")
+    p.add_argument(
+        "--benign", type=nonnegative_int, default=12, metavar="K", help="divergences (12)"
+    )
     p.set_defaults(corpus_func=_cmd_harvest)
     p = sub.add_parser("seek", help="find schedules under which a case reaches some landmarks")
     p.add_argument("file", metavar="FILE", help="a case file (its first case; schedule ignored)")
     p.add_argument("landmarks", metavar="LANDMARK", nargs="+", help="e.g. VMA_LOCK_MISS")
     p.add_argument("--engine", choices=("both", "reference", "optimized"), default="both")
-    p.add_argument("--tries", type=_count, default=500, metavar="N", help="seeds to try (500)")
-    p.add_argument("--max", type=_count, default=5, metavar="K", help="schedules to print (5)")
+    p.add_argument(
+        "--tries", type=nonnegative_int, default=500, metavar="N", help="seeds to try (500)"
+    )
+    p.add_argument(
+        "--max", type=nonnegative_int, default=5, metavar="K", help="schedules to print (5)"
+    )
     p.set_defaults(corpus_func=_cmd_seek)
 
 

@@ -44,7 +44,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TextIO
 
-from fuzz import campaign
+from fuzz import argtypes, campaign
 from fuzz.case import Case, Schedule, format_case
 from fuzz.gen import random_case
 from fuzz.harness import check_case, resolved_case
@@ -434,37 +434,17 @@ def save_cases(rows: Sequence[Row], folder: pathlib.Path) -> list[pathlib.Path]:
 # Command line (`vmafuzz zoo`, `python -m fuzz.bench.zoo`)
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget",
-        type=_positive_float,
+        type=argtypes.positive_float,
         default=DEFAULT_BUDGET,
         metavar="SECONDS",
         help=f"time per mutant, seed and method ({DEFAULT_BUDGET:g})",
     )
     parser.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=DEFAULT_SEEDS,
         metavar="N",
         help=f"seeds per mutant ({DEFAULT_SEEDS})",
