@@ -32,23 +32,14 @@ from collections import Counter
 
 import optimized
 import reference
-from fuzz.bench.reference_stress import check_one
+from fuzz.bench.reference_stress import add_case_arguments, check_one, stress_case
 from fuzz.case import Case, encode
-from fuzz.gen import random_case
 from fuzz.linearize import UNDECIDED
 from fuzz.record import RunRecord
 
 
 def make_cases(args: argparse.Namespace) -> list[Case]:
-    return [
-        random_case(
-            seed,
-            threads=tuple(args.threads),
-            ops_per_thread=tuple(args.ops),
-            serial_fraction=args.serial_fraction,
-        )
-        for seed in range(args.seed, args.seed + args.cases)
-    ]
+    return [stress_case(seed, args) for seed in range(args.seed, args.seed + args.cases)]
 
 
 def engine_throughput(data: list[bytes]) -> tuple[float, float, int]:
@@ -72,11 +63,7 @@ def reference_throughput(cases: list[Case]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fuzz.bench.optimized_stress")
-    ap.add_argument("--cases", type=int, default=100_000, help="number of cases (default 100000)")
-    ap.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    ap.add_argument("--threads", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
-    ap.add_argument("--ops", type=int, nargs=2, default=(2, 8), metavar=("MIN", "MAX"))
-    ap.add_argument("--serial-fraction", type=float, default=0.2)
+    add_case_arguments(ap, 100_000)
     ap.add_argument(
         "--reference-cases",
         type=int,

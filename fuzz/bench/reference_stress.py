@@ -68,13 +68,28 @@ def check_one(
     return problems
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fuzz.bench.reference_stress")
-    ap.add_argument("--cases", type=int, default=10_000, help="number of cases (default 10000)")
+def add_case_arguments(ap: argparse.ArgumentParser, cases: int) -> None:
+    """The flags that choose the stress cases (shared with `fuzz.bench.optimized_stress`)."""
+    ap.add_argument("--cases", type=int, default=cases, help=f"number of cases (default {cases})")
     ap.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     ap.add_argument("--threads", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
     ap.add_argument("--ops", type=int, nargs=2, default=(2, 8), metavar=("MIN", "MAX"))
     ap.add_argument("--serial-fraction", type=float, default=0.2)
+
+
+def stress_case(seed: int, args: argparse.Namespace) -> Case:
+    """Case number `seed` as the flags of `add_case_arguments` choose it."""
+    return random_case(
+        seed,
+        threads=tuple(args.threads),
+        ops_per_thread=tuple(args.ops),
+        serial_fraction=args.serial_fraction,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fuzz.bench.reference_stress")
+    add_case_arguments(ap, 10_000)
     args = ap.parse_args(argv)
 
     statuses: Counter[str] = Counter()
@@ -85,12 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ops = 0
     start = time.perf_counter()
     for seed in range(args.seed, args.seed + args.cases):
-        case = random_case(
-            seed,
-            threads=tuple(args.threads),
-            ops_per_thread=tuple(args.ops),
-            serial_fraction=args.serial_fraction,
-        )
+        case = stress_case(seed, args)
         t0 = time.perf_counter()
         rec = reference.run(case)
         engine_time += time.perf_counter() - t0
