@@ -45,9 +45,16 @@ FRESH_FRACTION = 0.25
 REPORT_EVERY = 0.5  # seconds between a worker's updates to the parent
 
 
+DEFAULT_TIME = 90.0
+
+
+class WorkerError(Exception):
+    """A worker process died (its findings up to then are stored; the totals are not)."""
+
+
 @dataclass(frozen=True)
 class Config:
-    time: float = 90.0
+    time: float = DEFAULT_TIME
     runs: int = 0  # 0: until the time is up
     workers: int = 1
     seed: int = 0
@@ -179,17 +186,17 @@ class _Worker:
             self.stats.pct_shape.append((tasks, max(1, rec.steps), s.depth))
 
     def _found(self, case: Case, verdict: Verdict) -> None:
-        from fuzz.triage import store
+        from fuzz.triage import store_new
 
         assert verdict.finding is not None
         if not self.found:
             self.found = True
             self.stats.first_finding = time.monotonic() - self.start
         self.stats.findings += 1
-        sig = verdict.finding.signature
-        if sig not in self.stats.signatures:
-            saved = store(case, verdict, self.config.mutant, self.config.findings)
-            self.stats.signatures[sig] = str(saved.path)
+        known = self.stats.signatures
+        saved = store_new(case, verdict, self.config.mutant, self.config.findings, known)
+        for sig, where in saved.items():
+            known[sig] = str(where.path)
 
 
 def _worker_main(config: Config, wid: int, out: Any, start: float, runs: int, stop: Any) -> None:
@@ -277,10 +284,16 @@ def run(config: Config, stream: TextIO = sys.stdout) -> Stats:
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
         stop = ctx.Event()
-        per = math.ceil(config.runs / config.workers) if config.runs else 0
+        # --runs N is split exactly: worker i runs N // W cases, one more if i < N % W.
+        per, extra = divmod(config.runs, config.workers)
         procs = [
-            ctx.Process(target=_worker_main, args=(config, i, out, start, per, stop), daemon=True)
+            ctx.Process(
+                target=_worker_main,
+                args=(config, i, out, start, per + (i < extra), stop),
+                daemon=True,
+            )
             for i in range(config.workers)
+            if not config.runs or per + (i < extra)
         ]
         for p in procs:
             p.start()
@@ -291,6 +304,12 @@ def run(config: Config, stream: TextIO = sys.stdout) -> Stats:
                 p.join(timeout=5)
                 if p.is_alive():
                     p.terminate()
+        dead = [i for i, p in enumerate(procs) if p.exitcode not in (0, None)]
+        if dead:
+            raise WorkerError(
+                f"worker {dead[0]} died (exit code {procs[dead[0]].exitcode}); "
+                f"{total.cases} cases were checked, findings so far are in {config.findings}/"
+            )
     progress.show(total, start, final=True)
     stream.write(summary(total, time.monotonic() - start))
     return total

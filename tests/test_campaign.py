@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import pathlib
+
+import pytest
 
 from fuzz import campaign
 from fuzz.case import decode_strict, encode
@@ -48,9 +51,31 @@ def test_a_mutant_is_found_stored_once_and_the_exit_status_says_so(tmp_path: pat
     assert list_findings(findings) == found
 
 
-def test_two_workers(tmp_path: pathlib.Path) -> None:
-    stats = campaign.run(config(tmp_path, workers=2, runs=20), io.StringIO())
-    assert stats.cases == 20 and stats.findings == 0
+def test_two_workers_split_the_runs_exactly(tmp_path: pathlib.Path) -> None:
+    stats = campaign.run(config(tmp_path, workers=2, runs=21), io.StringIO())
+    assert stats.cases == 21 and stats.findings == 0
+
+
+def test_a_dead_worker_is_an_error_not_a_clean_run(tmp_path: pathlib.Path) -> None:
+    blocked = tmp_path / "a-file"  # findings cannot be stored under a file: the worker dies
+    blocked.write_text("")
+    cfg = config(tmp_path, workers=2, runs=40)
+    cfg = dataclasses.replace(cfg, findings=str(blocked), mutant="Z18_double_vma_end_read")
+    with pytest.raises(campaign.WorkerError, match=r"worker \d died"):
+        campaign.run(cfg, io.StringIO())
+
+
+def test_cli_checks_the_findings_directory_first_and_runs_is_not_time_boxed(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert main(["fuzz", "--runs", "5", "--workers", "1", "--findings", str(blocked)]) == 2
+    err = capsys.readouterr().err
+    assert "--findings" in err and err.count("\n") == 1
+    findings = str(tmp_path / "f")
+    assert main(["fuzz", "--runs", "3", "--workers", "1", "--quiet", "--findings", findings]) == 0
+    assert "1 workers, 3 runs, seed 0" in capsys.readouterr().out  # no time box named
 
 
 def test_mutations_stay_canonical_and_are_deterministic() -> None:
