@@ -26,6 +26,7 @@ Exit status: 0 on success, 1 when ``repro`` still fails, 2 on a usage error or u
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import pathlib
 import sys
@@ -44,7 +45,7 @@ from fuzz.case import (
     format_case,
     parse_case,
 )
-from fuzz.harness import build_identity, check_case
+from fuzz.harness import UnknownMutantError, build_identity, check_case, check_mutant
 from fuzz.minimize import minimize
 from fuzz.token import PREFIX, Token, TokenError
 from fuzz.triage import load_token, triage
@@ -68,6 +69,8 @@ def _short(arg: str) -> str:
 
 def load_case(arg: str, lenient: bool = False) -> Case:
     """A case from a file (text form or bytes) or from a hex string."""
+    if not arg:
+        raise InputError("an empty argument names no case, finding or token")
     if os.path.exists(arg):
         return _load_case_file(arg, lenient)
     try:
@@ -96,14 +99,16 @@ def _decode_bytes(data: bytes, lenient: bool) -> Case:
 
 
 def _is_token_arg(arg: str) -> bool:
-    if arg.startswith(PREFIX):
+    if arg.strip().startswith(PREFIX):
         return True
-    path = pathlib.Path(arg)
-    if path.is_dir():
-        return True
-    if path.is_file():
-        with open(path, "rb") as f:
-            return f.read(len(PREFIX)) == PREFIX.encode()
+    try:
+        if os.path.isdir(arg):
+            return True
+        if os.path.isfile(arg):
+            with open(arg, "rb") as f:
+                return f.read(len(PREFIX)) == PREFIX.encode()
+    except OSError:  # a name too long for a path, say: not a token file
+        pass
     return False
 
 
@@ -135,15 +140,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 # repro and minimize
 
 
-def _mutant(name: str | None) -> str | None:
-    if name is None:
-        return None
-    import optimized
-
-    if name not in optimized.MUTANTS:
-        known = ", ".join(optimized.MUTANTS)
-        raise InputError(f"unknown mutant {name!r} (known: {known})")
-    return name
+def _mutant(name: object) -> str | None:
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"a mutant name must be a string, not {name!r}")
+    try:
+        return check_mutant(name)
+    except UnknownMutantError as e:
+        raise InputError(str(e)) from None
 
 
 def _case_or_token(
@@ -159,7 +162,7 @@ def _case_or_token(
                 "so the replay may differ",
                 file=sys.stderr,
             )
-        return token.case, mutant if mutant is not None else token.mutant, token.signature
+        return token.case, mutant if mutant is not None else _mutant(token.mutant), token.signature
     try:
         return load_case(arg, lenient), mutant, ""
     except CaseFormatError as e:
@@ -204,9 +207,12 @@ def cmd_minimize(args: argparse.Namespace) -> int:
     out.write(f"token: {t.token}\n")
     path = pathlib.Path(args.finding)
     if path.is_dir():
-        (path / "minimized.case").write_text(format_case(t.case))
-        (path / "minimized.token").write_text(t.token + "\n")
-        (path / "minimized.report.txt").write_text(t.report)
+        try:
+            (path / "minimized.case").write_text(format_case(t.case))
+            (path / "minimized.token").write_text(t.token + "\n")
+            (path / "minimized.report.txt").write_text(t.report)
+        except OSError as e:
+            raise InputError(f"cannot write the minimised case into {path}: {e}") from None
         out.write(f"written to {path}/minimized.{{case,token,report.txt}}\n")
     return 0
 
@@ -237,6 +243,13 @@ def bundled_seeds() -> list[bytes]:
 def cmd_fuzz(args: argparse.Namespace) -> int:
     from fuzz import campaign
 
+    if args.time is None:
+        args.time = math.inf if args.runs else campaign.DEFAULT_TIME
+    findings = pathlib.Path(args.findings)
+    try:
+        findings.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--findings {args.findings}: {e.strerror or e}") from None
     config = campaign.Config(
         time=args.time,
         runs=args.runs,
@@ -250,12 +263,17 @@ def cmd_fuzz(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(
         f"vmafuzz fuzz: {config.workers} workers, "
-        + (f"{config.runs} runs" if config.runs else f"{config.time:g}s")
+        + (f"{config.runs} runs" if config.runs else "")
+        + (" within " if config.runs and math.isfinite(config.time) else "")
+        + (f"{config.time:g}s" if math.isfinite(config.time) else "")
         + f", seed {config.seed}, {len(config.seeds)} bundled cases"
         + (f", mutant {config.mutant}" if config.mutant else "")
         + f", findings in {config.findings}/\n"
     )
-    total = campaign.run(config, out)
+    try:
+        total = campaign.run(config, out)
+    except campaign.WorkerError as e:
+        raise InputError(str(e)) from None
     return 1 if total.signatures else 0
 
 
@@ -311,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--time",
         "-max_total_time",
         type=argtypes.positive_float,
-        default=90.0,
+        default=None,
         metavar="SECONDS",
-        help="time box (90)",
+        help="time box (90; none with --runs alone)",
     )
     fuzz.add_argument(
         "--runs",

@@ -102,6 +102,13 @@ class Verdict:
     def finding(self) -> Finding | None:
         return self.findings[0] if self.findings else None
 
+    def focus(self, signature: str) -> Verdict:
+        """This verdict with the finding of `signature` (if any) first: the one a token, a
+        report or a stored finding is about."""
+        first = [f for f in self.findings if f.signature == signature][:1]
+        rest = [f for f in self.findings if f not in first]
+        return replace(self, findings=(*first, *rest))
+
     def record(self, engine: str) -> RunRecord | None:
         return self.reference if engine == "reference" else self.optimized
 
@@ -139,6 +146,20 @@ def _crash(engine: str, exc: BaseException) -> Finding:
         first,
         detail="".join(traceback.format_exception(exc)),
     )
+
+
+class UnknownMutantError(ValueError):
+    """A mutant name the optimized engine does not have: a usage error, never a finding."""
+
+
+def check_mutant(name: str | None) -> str | None:
+    """`name` if it is None or one of `optimized.MUTANTS`, else `UnknownMutantError`."""
+    import optimized
+
+    if name is not None and name not in optimized.MUTANTS:
+        known = ", ".join(optimized.MUTANTS)
+        raise UnknownMutantError(f"unknown mutant {name!r} (known: {known})")
+    return name
 
 
 def run_engine(engine: str, case: Case, mutant: str | None, trace: bool) -> RunRecord | Finding:
@@ -423,7 +444,9 @@ def _order(f: Finding) -> tuple[int, int, int]:
 
 
 def check_case(case: Case, *, mutant: str | None = None, trace: bool = False) -> Verdict:
-    """Run both engines on `case` and apply every oracle (see the module docstring)."""
+    """Run both engines on `case` and apply every oracle (see the module docstring). An
+    unknown `mutant` raises `UnknownMutantError` before anything runs."""
+    check_mutant(mutant)
     ref = run_engine("reference", case, None, trace)
     opt = run_engine("optimized", case, mutant, trace)
     findings: list[Finding] = []

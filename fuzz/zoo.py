@@ -47,7 +47,7 @@ from typing import TextIO
 from fuzz import argtypes, campaign
 from fuzz.case import Case, Schedule, format_case
 from fuzz.gen import random_case
-from fuzz.harness import check_case, resolved_case
+from fuzz.harness import UnknownMutantError, check_case, check_mutant, resolved_case
 from fuzz.minimize import minimize
 from reference.sched import SplitMix64
 
@@ -249,13 +249,10 @@ def shrink(trial: Trial) -> Shrunk | None:
 
 def check_mutants(names: Sequence[str]) -> list[str]:
     """`names` if every one is a mutant of the optimized engine; `ZooError` otherwise."""
-    import optimized
-
-    known = list(optimized.MUTANTS)
-    for name in names:
-        if name not in known:
-            raise ZooError(f"unknown mutant {name!r} (known: {', '.join(known)})")
-    return list(names)
+    try:
+        return [str(check_mutant(name)) for name in names]
+    except UnknownMutantError as e:
+        raise ZooError(str(e)) from None
 
 
 def run_zoo(
@@ -473,6 +470,11 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
 
     mutants = check_mutants(args.mutant or optimized.MUTANTS)
+    if args.save_cases:  # found unwritable now, not after the whole run
+        try:
+            pathlib.Path(args.save_cases).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ZooError(f"--save-cases {args.save_cases}: {e.strerror or e}") from None
     out.write(
         f"vmafuzz zoo: {len(mutants)} mutants"
         + ("" if args.no_control else " and the control")

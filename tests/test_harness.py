@@ -9,11 +9,13 @@ import pytest
 
 import reference
 from fuzz import harness
-from fuzz.case import Case, Op, OpKind, Schedule, parse_case
+from fuzz.case import Case, OpKind, Schedule, parse_case
 from fuzz.harness import (
     BENIGN,
     FINDING,
     PASS,
+    Finding,
+    Verdict,
     check_case,
     contract_findings,
     divergences,
@@ -185,4 +187,16 @@ def test_op_at_finds_the_running_operation(clean: RunRecord) -> None:
     o: OpRecord = next(o for o in clean.ops if o.part == "thread")
     assert harness._op_at(clean, o.task, o.invoke) == o
     assert harness._op_at(clean, 99, o.invoke) is None
-    assert Op(OpKind.READ) is not None
+
+
+def test_focus_puts_the_named_finding_first() -> None:
+    a = Finding("contract", "a", "optimized", "f", ("read",), "m", 1)
+    b = Finding("contract", "b", "optimized", "f", ("read",), "m", 2)
+    v = Verdict(FINDING, (a, b))
+    assert v.focus(b.signature).findings == (b, a)
+    assert v.focus("nothing/like/this").findings == (a, b)
+
+
+def test_an_unknown_mutant_is_a_usage_error_not_a_finding() -> None:
+    with pytest.raises(harness.UnknownMutantError, match="unknown mutant 'Z99'"):
+        check_case(CASE, mutant="Z99")

@@ -17,13 +17,14 @@ import sys
 import time
 from collections import Counter
 
+from fuzz import argtypes
 from fuzz.gen import random_case
-from fuzz.harness import FINDING, check_case
+from fuzz.harness import FINDING, UnknownMutantError, check_case, check_mutant
 
 
 def _chunk(args: tuple[int, int, str | None, str]) -> tuple[Counter[str], int, dict[str, str]]:
     first, count, mutant, findings = args
-    from fuzz.triage import store
+    from fuzz.triage import store_new
 
     kinds: Counter[str] = Counter()
     undecided = 0
@@ -33,21 +34,24 @@ def _chunk(args: tuple[int, int, str | None, str]) -> tuple[Counter[str], int, d
         verdict = check_case(case, mutant=mutant)
         kinds[verdict.kind] += 1
         undecided += bool(verdict.undecided)
-        if verdict.kind == FINDING and verdict.finding is not None:
-            sig = verdict.finding.signature
-            if sig not in found:
-                found[sig] = f"seed {seed}: {store(case, verdict, mutant, findings).path}"
+        if verdict.kind == FINDING:
+            for sig, saved in store_new(case, verdict, mutant, findings, found).items():
+                found[sig] = f"seed {seed}: {saved.path}"
     return kinds, undecided, found
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fuzz.bench.check")
-    ap.add_argument("--cases", type=int, default=100_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
+    ap.add_argument("--cases", type=argtypes.positive_int, default=100_000)
+    ap.add_argument("--seed", type=argtypes.nonnegative_int, default=0)
+    ap.add_argument("--workers", type=argtypes.positive_int, default=multiprocessing.cpu_count())
     ap.add_argument("--mutant", default=None)
     ap.add_argument("--findings", default="findings")
     args = ap.parse_args(argv)
+    try:
+        check_mutant(args.mutant)
+    except UnknownMutantError as e:
+        ap.error(str(e))
     step = 500
     jobs = [
         (s, min(step, args.seed + args.cases - s), args.mutant, args.findings)

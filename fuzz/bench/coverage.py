@@ -31,9 +31,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from fuzz import argtypes
 from fuzz.case import decode, encode
 from fuzz.cli import bundled_examples
-from fuzz.harness import check_case
+from fuzz.harness import UnknownMutantError, check_case, check_mutant
 
 TARGET = pathlib.Path(__file__).resolve().parent.parent / "targets" / "check_case_fuzzer.py"
 _COV = re.compile(r"^#(\d+)\s+\w+\s+cov: (\d+)", re.MULTILINE)
@@ -141,10 +142,16 @@ def measure_mutant(mutant: str, seeds: list[int], budget: float, env: dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=2000, help="executions per coverage run")
-    parser.add_argument("--seeds", type=int, default=3, help="libFuzzer seeds per setting")
+    parser.add_argument(
+        "--runs", type=argtypes.positive_int, default=2000, help="executions per coverage run"
+    )
+    parser.add_argument(
+        "--seeds", type=argtypes.positive_int, default=3, help="libFuzzer seeds per setting"
+    )
     parser.add_argument("--mutant", action="append", default=[], help="zoo mutant (repeatable)")
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds per mutant run")
+    parser.add_argument(
+        "--budget", type=argtypes.positive_float, default=60.0, help="seconds per mutant run"
+    )
     parser.add_argument(
         "--instrument",
         default="oracles",
@@ -153,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-coverage", action="store_true")
     args = parser.parse_args(argv)
+    for mutant in args.mutant:
+        try:
+            check_mutant(mutant)
+        except UnknownMutantError as e:
+            parser.error(str(e))
     env = {"VMAFUZZ_INSTRUMENT": args.instrument}
     seeds = list(range(1, args.seeds + 1))
     start = time.monotonic()

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from fuzz import spec
+from fuzz import argtypes, spec
 from fuzz.case import Case, Op, OpKind, normalize_op
 from fuzz.linearize import (
     DEFAULT_BUDGET,
@@ -137,12 +137,16 @@ def _nodes(pairs: Sequence[tuple[Case, RunRecord]]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m fuzz.bench.linearize", description=__doc__)
-    ap.add_argument("--count", type=int, default=500, help="histories of each kind")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--ops", type=int, default=8, help="ops per thread")
-    ap.add_argument("--pages", type=int, default=4)
-    ap.add_argument("--spread", type=int, default=12, help="longest op duration, in steps")
+    ap.add_argument(
+        "--count", type=argtypes.positive_int, default=500, help="histories of each kind"
+    )
+    ap.add_argument("--seed", type=argtypes.nonnegative_int, default=1)
+    ap.add_argument("--threads", type=argtypes.positive_int, default=4)
+    ap.add_argument("--ops", type=argtypes.positive_int, default=8, help="ops per thread")
+    ap.add_argument("--pages", type=argtypes.positive_int, default=4)
+    ap.add_argument(
+        "--spread", type=argtypes.positive_int, default=12, help="longest op duration, in steps"
+    )
     args = ap.parse_args(argv)
     triples = workload(args)
     good = [(c, g) for c, g, _ in triples]

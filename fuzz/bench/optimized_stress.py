@@ -32,6 +32,7 @@ from collections import Counter
 
 import optimized
 import reference
+from fuzz import argtypes
 from fuzz.bench.reference_stress import add_case_arguments, check_one, stress_case
 from fuzz.case import Case, encode
 from fuzz.linearize import UNDECIDED
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     add_case_arguments(ap, 100_000)
     ap.add_argument(
         "--reference-cases",
-        type=int,
+        type=argtypes.nonnegative_int,
         default=2000,
         metavar="N",
         help="time the reference on the first N cases (default 2000)",

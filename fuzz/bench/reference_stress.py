@@ -27,6 +27,7 @@ import time
 from collections import Counter
 
 import reference
+from fuzz import argtypes
 from fuzz.case import Case, Strategy
 from fuzz.gen import random_case
 from fuzz.harness import engine_findings
@@ -70,11 +71,22 @@ def check_one(
 
 def add_case_arguments(ap: argparse.ArgumentParser, cases: int) -> None:
     """The flags that choose the stress cases (shared with `fuzz.bench.optimized_stress`)."""
-    ap.add_argument("--cases", type=int, default=cases, help=f"number of cases (default {cases})")
-    ap.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    ap.add_argument("--threads", type=int, nargs=2, default=(2, 4), metavar=("MIN", "MAX"))
-    ap.add_argument("--ops", type=int, nargs=2, default=(2, 8), metavar=("MIN", "MAX"))
-    ap.add_argument("--serial-fraction", type=float, default=0.2)
+    ap.add_argument(
+        "--cases",
+        type=argtypes.positive_int,
+        default=cases,
+        help=f"number of cases (default {cases})",
+    )
+    ap.add_argument(
+        "--seed", type=argtypes.nonnegative_int, default=0, help="first seed (default 0)"
+    )
+    ap.add_argument(
+        "--threads", type=argtypes.positive_int, nargs=2, default=(2, 4), metavar=("MIN", "MAX")
+    )
+    ap.add_argument(
+        "--ops", type=argtypes.positive_int, nargs=2, default=(2, 8), metavar=("MIN", "MAX")
+    )
+    ap.add_argument("--serial-fraction", type=argtypes.probability, default=0.2)
 
 
 def stress_case(seed: int, args: argparse.Namespace) -> Case:

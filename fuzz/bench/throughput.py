@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import optimized
 import reference
-from fuzz import linearize
+from fuzz import argtypes, linearize
 from fuzz.case import Case, encode
 from fuzz.gen import random_case
 from fuzz.harness import check_case
@@ -134,10 +134,18 @@ def profile(cases: Sequence[Case], top: int) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", type=int, default=400, help="cases per pass (400)")
-    parser.add_argument("--seed", type=int, default=0, help="first random_case seed (0)")
-    parser.add_argument("--repeat", type=int, default=3, help="passes; the best counts (3)")
-    parser.add_argument("--top", type=int, default=6, help="functions shown per component (6)")
+    parser.add_argument(
+        "--cases", type=argtypes.positive_int, default=400, help="cases per pass (400)"
+    )
+    parser.add_argument(
+        "--seed", type=argtypes.nonnegative_int, default=0, help="first random_case seed (0)"
+    )
+    parser.add_argument(
+        "--repeat", type=argtypes.positive_int, default=3, help="passes; the best counts (3)"
+    )
+    parser.add_argument(
+        "--top", type=argtypes.positive_int, default=6, help="functions shown per component (6)"
+    )
     parser.add_argument("--no-profile", action="store_true", help="skip the cProfile summary")
     args = parser.parse_args(argv)
     cases = make_cases(args.cases, args.seed)

@@ -49,7 +49,10 @@ MUTANT = os.environ.get("VMAFUZZ_MUTANT") or None
 FINDINGS = os.environ.get("VMAFUZZ_FINDINGS") or "findings"
 INSTRUMENT = os.environ.get("VMAFUZZ_INSTRUMENT", "oracles")
 FEED_FEATURES = os.environ.get("VMAFUZZ_FEATURES", "1") != "0"
-BYTE_MUTATION = int(os.environ.get("VMAFUZZ_BYTE_MUTATION", "20"))
+_BYTE_MUTATION = os.environ.get("VMAFUZZ_BYTE_MUTATION", "20")
+if not _BYTE_MUTATION.isdigit() or int(_BYTE_MUTATION) > 100:
+    sys.exit(f"VMAFUZZ_BYTE_MUTATION must be a percentage 0..100, not {_BYTE_MUTATION!r}")
+BYTE_MUTATION = int(_BYTE_MUTATION)
 
 _ORACLES = ["fuzz.harness", "fuzz.spec", "fuzz.linearize"]
 _INSTRUMENTED = {"none": [], "oracles": _ORACLES, "all": [*_ORACLES, "reference"]}
@@ -66,11 +69,16 @@ if _INSTRUMENTED[INSTRUMENT]:
 
 from fuzz.campaign import coverage  # noqa: E402 (after the instrumented imports)
 from fuzz.case import decode, encode  # noqa: E402
-from fuzz.harness import FINDING, check_case  # noqa: E402
+from fuzz.harness import FINDING, UnknownMutantError, check_case, check_mutant  # noqa: E402
 from fuzz.mutate import crossover, mutate  # noqa: E402
 from fuzz.record import FEATURE_TAG_OPTIMIZED, FEATURE_TAG_REFERENCE  # noqa: E402
-from fuzz.triage import replay_command, store  # noqa: E402
+from fuzz.triage import replay_command, store_new  # noqa: E402
 from reference.sched import FEATURE_BITS, SplitMix64  # noqa: E402
+
+try:
+    check_mutant(MUTANT)
+except UnknownMutantError as e:
+    sys.exit(f"VMAFUZZ_MUTANT: {e}")
 
 # One libFuzzer counter per feature slot: banks 1 and 2 are the reference's and the optimized
 # engine's interleaving features (tag << 16 | bucket), bank 0 the other verdict features.
@@ -101,11 +109,14 @@ def fuzz_one_input(data: bytes) -> None:
     finding = verdict.finding
     assert finding is not None
     try:
-        saved = store(case, verdict, MUTANT, FINDINGS)
+        saved = store_new(case, verdict, MUTANT, FINDINGS)  # every rule it broke
     except OSError as e:  # e.g. a read-only working directory on a fuzzing service
         where = f"not stored ({e}); libFuzzer's crash file replays it"
     else:
-        where = f"stored in {saved.path}\n  replay: {replay_command(str(saved.path))}"
+        path = str(saved[finding.signature].path)
+        where = f"stored in {path}\n  replay: {replay_command(path)}"
+        if len(saved) > 1:
+            where += f"\n  and {len(saved) - 1} more signature(s) from the same case"
     raise FindingError(f"{finding.headline()}\n  {where}")
 
 
