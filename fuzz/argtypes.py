@@ -15,7 +15,8 @@ def _number(text: str, convert: Callable[[str], float], what: str) -> float:
 
 
 def _integer(text: str) -> int:
-    return int(_number(text, lambda t: int(t, 0), "an integer"))  # decimal, 0x.., 0o.., 0b..
+    """Decimal (leading zeros allowed), or 0x.., 0o.., 0b.. as Python writes them."""
+    return int(_number(text, lambda t: int(t, 10 if t.lstrip("+-").isdigit() else 0), "an integer"))
 
 
 def _check(ok: bool, rule: str, text: str) -> None:
@@ -33,6 +34,13 @@ def fraction(text: str) -> float:
     """A number in (0, 1]."""
     value = _number(text, float, "a number")
     _check(0 < value <= 1, "in (0, 1]", text)
+    return value
+
+
+def probability(text: str) -> float:
+    """A number in [0, 1]."""
+    value = _number(text, float, "a number")
+    _check(0 <= value <= 1, "in [0, 1]", text)
     return value
 
 

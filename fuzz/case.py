@@ -76,6 +76,7 @@ that does not exist (yet) fails with -ESRCH.
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -593,6 +594,9 @@ def _parse_schedule(toks: list[str]) -> Schedule:
     return Schedule.serial()
 
 
+_FORMAT_STAMP = re.compile(r"\s*#\s*vmafuzz case, format (\d+)\s*$")
+
+
 def parse_case(text: str) -> Case:
     """Parse the text form. Grammar, one item per line (``#`` starts a comment)::
 
@@ -601,12 +605,20 @@ def parse_case(text: str) -> Case:
           <op>                                                       (ops, see format_op)
         schedule serial | explicit C... | pct seed=S depth=D steps=K | random seed=S
 
-    Threads must be numbered 0, 1, ... in order. Raises `CaseFormatError` naming the line.
+    Threads must be numbered 0, 1, ... in order. The comment ``# vmafuzz case, format N``
+    that `format_case` writes is read: a file of another format version is refused. Raises
+    `CaseFormatError` naming the line.
     """
     header: dict[str, str] = {}
     sections: list[tuple[str, list[Op]]] = []
     schedule = Schedule.serial()
     for lineno, raw in enumerate(text.splitlines(), 1):
+        stamp = _FORMAT_STAMP.match(raw)
+        if stamp and int(stamp.group(1)) != FORMAT_VERSION:
+            raise CaseFormatError(
+                f"line {lineno}: case file of format version {stamp.group(1)} "
+                f"(this build reads version {FORMAT_VERSION})"
+            )
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue

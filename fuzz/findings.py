@@ -19,6 +19,7 @@ the second only adds its hit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -71,6 +72,7 @@ def save_finding(
         _hit(final, case_key)
         return Saved(final, False)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp-", dir=root_path))
+    keep = False
     try:
         (tmp / "finding.json").write_text(json.dumps({**meta, "token": token}, indent=1) + "\n")
         (tmp / "token").write_text(token + "\n")
@@ -83,13 +85,17 @@ def save_finding(
                     os.fsync(fh.fileno())
         try:
             os.rename(tmp, final)
-        except OSError:
+        except OSError as e:
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                keep = True  # the assembled finding stays in `tmp`; the error says where
+                raise OSError(e.errno, f"{e.strerror}; the finding is kept in {tmp}") from e
             # Another process stored this signature first: count the hit there.
             _hit(final, case_key)
             return Saved(final, False)
         return Saved(final, True)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def list_findings(root: str | os.PathLike[str]) -> list[pathlib.Path]:

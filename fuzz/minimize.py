@@ -154,4 +154,5 @@ def minimize(case: Case, verdict: Verdict, mutant: str | None = None) -> Minimiz
         if current == start:
             break
     assert m.fails(current) and m.last is not None
-    return Minimized(current, m.last, m.checks, before, _size(current, m.last, finding.engine))
+    last = m.last.focus(finding.signature)  # the token and report are about this finding
+    return Minimized(current, last, m.checks, before, _size(current, last, finding.engine))

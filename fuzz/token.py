@@ -92,7 +92,7 @@ def decode_token(text: str) -> Token:
         )
     try:
         header = json.loads(raw[6 : 6 + hlen])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # JSONDecodeError is a ValueError
         raise TokenError("replay token is corrupt (bad header)") from None
     if not isinstance(header, dict):
         raise TokenError("replay token is corrupt (bad header)")
@@ -103,6 +103,9 @@ def decode_token(text: str) -> Token:
         )
     if header.get("profile") not in PROFILES:
         raise TokenError(f"replay token names unknown kernel profile {header.get('profile')!r}")
+    mutant = header.get("mutant")
+    if mutant is not None and not isinstance(mutant, str):
+        raise TokenError("replay token is corrupt (its mutant is not a name)")
     try:
         case = decode_strict(raw[6 + hlen :])
     except CaseFormatError as e:
@@ -112,6 +115,6 @@ def decode_token(text: str) -> Token:
         engine=str(header.get("engine", "")),
         signature=str(header.get("signature", "")),
         build=str(header.get("build", "")),
-        mutant=header.get("mutant"),
+        mutant=mutant,
         strategy=str(header.get("strategy", "")),
     )

@@ -1,6 +1,6 @@
 """From a verdict to what a developer keeps: the replay token, the report, the stored finding.
 
-Every front end that finds something calls `store`; `repro` and `minimize` read back with
+Every front end that finds something calls `store` (or `store_new`, for each new signature); `repro` and `minimize` read back with
 `load_token`. The report is rendered from a second, traced run of the resolved case (the fast
 path runs without traces), so what it shows is exactly what the token replays.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+from collections.abc import Container
 from dataclasses import dataclass
 
 from fuzz import report
@@ -51,7 +52,8 @@ def make_token(case: Case, verdict: Verdict, mutant: str | None) -> tuple[str, C
 def triage(case: Case, verdict: Verdict, mutant: str | None) -> Triaged:
     """Token and report for a finding; the report comes from a traced replay of the token."""
     token, resolved = make_token(case, verdict, mutant)
-    traced = check_case(resolved, mutant=mutant, trace=True)
+    assert verdict.finding is not None  # make_token raised otherwise
+    traced = check_case(resolved, mutant=mutant, trace=True).focus(verdict.finding.signature)
     shown = traced if traced.finding else verdict
     return Triaged(token, resolved, shown, report.render(resolved, shown, replay_command(token)))
 
@@ -62,7 +64,8 @@ def store(
     mutant: str | None,
     root: str | os.PathLike[str] = DEFAULT_DIR,
 ) -> Saved:
-    """Save `verdict`'s first finding under `root` (atomic; deduplicated by signature)."""
+    """Save `verdict`'s first finding under `root` (atomic; deduplicated by signature); see
+    `store_new` for all of them."""
     t = triage(case, verdict, mutant)
     f = verdict.finding
     assert f is not None
@@ -80,10 +83,32 @@ def store(
     return save_finding(root, meta, t.token, format_case(t.case), t.report)
 
 
+def store_new(
+    case: Case,
+    verdict: Verdict,
+    mutant: str | None,
+    root: str | os.PathLike[str],
+    known: Container[str] = (),
+) -> dict[str, Saved]:
+    """Save every finding of `verdict` whose signature is not in `known`, each with its own
+    token and report: one case may break several rules (a report and a token per rule)."""
+    saved: dict[str, Saved] = {}
+    for f in verdict.findings:
+        if f.signature not in known and f.signature not in saved:
+            saved[f.signature] = store(case, verdict.focus(f.signature), mutant, root)
+    return saved
+
+
 def load_token(arg: str) -> Token:
-    """A token from a finding directory, a file holding one, or the token text itself."""
+    """A token from a finding directory, a file holding one, or the token text itself
+    (surrounding whitespace, as a paste brings, is ignored)."""
+    arg = arg.strip()
     path = pathlib.Path(arg)
-    if not arg.startswith(PREFIX) and path.exists():
+    try:
+        exists = bool(arg) and path.exists()
+    except OSError:  # e.g. a token without its prefix: too long for a file name
+        exists = False
+    if not arg.startswith(PREFIX) and exists:
         if path.is_dir():
             path = path / "token"
             if not path.is_file():

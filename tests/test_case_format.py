@@ -195,3 +195,13 @@ def test_rust_strict_decode_agrees_with_python(data: bytes) -> None:
     rust = strict_outcome(_native.decode_strict_ok, optimized.CaseFormatError, data)
     python = strict_outcome(lambda d: encode(decode_strict(d)), CaseFormatError, data)
     assert rust == python
+
+
+def test_the_text_form_refuses_another_format_version() -> None:
+    case = pycase.parse_case("pages 2\nsetup:\n  mmap mm0 0+2 rw\nthread 0:\n  read mm0 0\n")
+    text = pycase.format_case(case)
+    assert f"# vmafuzz case, format {pycase.FORMAT_VERSION}" in text
+    assert pycase.parse_case(text) == case
+    newer = text.replace(f"format {pycase.FORMAT_VERSION}", f"format {pycase.FORMAT_VERSION + 1}")
+    with pytest.raises(pycase.CaseFormatError, match="line 1: case file of format version"):
+        pycase.parse_case(newer)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -118,3 +119,32 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str], argv: list[s
         main(argv)
     assert exc.value.code == 0
     assert "usage: vmafuzz" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("10", 10), ("010", 10), ("0x10", 16), ("+3", 3), ("0", 0)]
+)
+def test_integer_flags_read_decimal_and_prefixed_forms(text: str, value: int) -> None:
+    from fuzz import argtypes
+
+    assert argtypes.nonnegative_int(text) == value
+
+
+@pytest.mark.parametrize(
+    ("convert", "text", "message"),
+    [
+        ("nonnegative_int", "-1", "must be 0 or more"),
+        ("positive_int", "0", "must be at least 1"),
+        ("positive_int", "two", "not an integer"),
+        ("positive_float", "0", "must be positive"),
+        ("fraction", "1.5", "must be in (0, 1]"),
+        ("probability", "-0.1", "must be in [0, 1]"),
+    ],
+)
+def test_bad_flag_values_are_argparse_errors(convert: str, text: str, message: str) -> None:
+    import argparse
+
+    from fuzz import argtypes
+
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+        getattr(argtypes, convert)(text)
