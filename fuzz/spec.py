@@ -275,14 +275,15 @@ _TRANSITIONS: dict[OpKind, Callable[[State, Page, Op, int], tuple[State, ...]]] 
 
 def successors(s: State, op: Op, r: int) -> tuple[State, ...]:
     """The states `op`, recorded with result `r`, may leave page state `s` in; () if none."""
-    if not is_known(op, r):
-        return (s,)
     pg = s[op.mm]
     if pg is None:
-        # A range error may be found before the mm is: -ENOMEM constrains nothing then.
+        # A range error may be found before the mm is: -ENOMEM constrains nothing then. Any
+        # other result, even one the table does not know, needs the mm.
         return (s,) if r in (ESRCH, ENOMEM) else NONE
     if r == ESRCH:
         return NONE
+    if not is_known(op, r):
+        return (s,)
     return _TRANSITIONS[op.kind](s, pg, op, r)
 
 

@@ -346,3 +346,12 @@ def test_inert_results_never_change_a_state(data: st.DataObject) -> None:
                 if spec.is_inert(op, r):
                     assert set(successors(s, op, r)) <= {s}, (op, r, s)
         mem = spec.execute(mem, op)[1]
+
+
+@pytest.mark.parametrize("r", [RES_SIGBUS, -4, 0])
+def test_any_result_but_esrch_needs_the_mm(r: int) -> None:
+    """An op on an mm that does not exist yet returns -ESRCH (or a range error): a result
+    the table does not know is no excuse for having found the mm."""
+    absent = Op(OpKind.READ, mm=2, page=0)
+    assert successors(INITIAL, absent, r) == ()
+    assert successors(INITIAL, absent, ESRCH) == (INITIAL,)
