@@ -24,6 +24,8 @@ from fuzz.harness import (
     lockstep_findings,
 )
 from fuzz.record import (
+    RES_HUNG,
+    RES_NOT_RUN,
     RES_SIGSEGV,
     STATUS_DEADLOCK,
     STATUS_LIVELOCK,
@@ -200,3 +202,25 @@ def test_focus_puts_the_named_finding_first() -> None:
 def test_an_unknown_mutant_is_a_usage_error_not_a_finding() -> None:
     with pytest.raises(harness.UnknownMutantError, match="unknown mutant 'Z99'"):
         check_case(CASE, mutant="Z99")
+
+
+def test_an_operation_that_never_ran_needs_a_hang_or_a_kill(clean: RunRecord) -> None:
+    assert harness.skipped_findings("optimized", CASE, clean) == []
+    last = clean.ops[-1]  # thread 1's migrate
+    lost = _with_result(clean, last.index, RES_NOT_RUN)
+    (f,) = harness.skipped_findings("optimized", CASE, lost)
+    assert (f.oracle, f.rule, f.op_kinds) == ("liveness", "op-not-run", ("migrate",))
+    # After the same thread's read hung (asleep on userfaultfd at the end), it is excused.
+    hung = _with_result(lost, last.index - 1, RES_HUNG)
+    assert harness.skipped_findings("optimized", CASE, hung) == []
+
+
+def test_a_migration_failure_is_blamed_on_any_illegitimate_holder(clean: RunRecord) -> None:
+    holders = ((1, "do_wp_page", False), (2, "migration_entry_wait", True))
+    m = MigrationFailure(5, 1, "folio#0", 2, 4, holders)
+    (f,) = harness._migration_findings("optimized", replace(clean, migration_failures=(m,)))
+    assert f.function == "migration_entry_wait"  # the legitimate do_wp_page is no excuse
+    fine = MigrationFailure(5, 1, "folio#0", 2, 3, holders[:1])
+    assert (
+        harness._migration_findings("optimized", replace(clean, migration_failures=(fine,))) == []
+    )
