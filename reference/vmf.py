@@ -85,8 +85,10 @@ def release_fault_lock(vmf: Vmf) -> None:
 
 
 def assert_fault_locked(vmf: Vmf, rule: str, function: str) -> None:
-    """include/linux/mm.h:assert_fault_locked() without VMA_LOCK: ``mmap_assert_locked``."""
-    if not vmf.mm.mmap_lock.is_locked():
+    """include/linux/mm.h:assert_fault_locked() without VMA_LOCK: ``mmap_assert_locked``, whose
+    ``lockdep_assert_held()`` wants the current task to hold the lock (I5 describes its
+    ``VM_BUG_ON`` half; the model is a lockdep build)."""
+    if not holds(vmf.cur, vmf.mm.mmap_lock):
         violate(vmf.cur, rule, function, f"{vmf.mm.mmap_lock.name} not held")
 
 

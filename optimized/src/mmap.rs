@@ -178,9 +178,10 @@ async fn do_vmi_align_munmap(
         if k.st().vmas[n].vm_end > end {
             split_vma(k, mm, n, end, false).await?;
         }
-        // Z09: before 73046fd00b06 ("mm: write-lock VMAs before removing them from VMA
-        // tree") and 457f67be5910 ("mm: introduce vma detached flag") the loop only moved each
-        // VMA to the detach tree: faults holding its VMA lock ran on, and none were excluded.
+        // Z09: the rule 73046fd00b06 ("mm: write-lock VMAs before removing them from VMA
+        // tree") and 457f67be5910 ("mm: introduce vma detached flag") added to the series
+        // before lock_vma_under_rcu (50ee32537206) landed: without it, this loop only moves
+        // each VMA to the detach tree, and a fault holding its VMA lock runs on.
         let locked = k.st().mutant != Mutant::Z09DetachWithoutWriteLock;
         if locked {
             vma_start_write(k, n).await?;

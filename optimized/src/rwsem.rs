@@ -18,7 +18,7 @@
 use crate::inline::InlineVec;
 use crate::objects::{Kernel, State, WaitOn};
 use crate::primitives::{
-    event, holds, lock_acquired, lock_acquired_by, lock_name, lock_released, might_sleep, violate,
+    event, lock_acquired, lock_acquired_by, lock_name, lock_released, might_sleep, violate,
     KResult, LockId, Mode,
 };
 use crate::sched::TaskId;
@@ -110,15 +110,9 @@ pub async fn down(
     let mode = if write { Mode::Write } else { Mode::Read };
     {
         let mut s = k.st();
-        if holds(&s, lock, None) {
-            let name = lock_name(&s, lock);
-            violate(
-                &mut s,
-                "lock.recursive",
-                primitive,
-                format!("{name} acquired ({}) while held", mode.name()),
-            );
-        }
+        // rwsem.c: down_read() and friends begin with might_sleep(), contended or not. A
+        // recursive acquisition is reported by lock_acquired_by(), once.
+        might_sleep(&mut s, primitive);
         let tid = s.tid;
         let sem = sem_mut(&mut s, lock);
         let free =
@@ -132,7 +126,6 @@ pub async fn down(
             lock_acquired(&mut s, lock, mode, primitive);
             return Ok(0);
         }
-        might_sleep(&mut s, primitive);
         sem_mut(&mut s, lock).waiters.push((tid, write));
         s.cur[tid].granted = false;
         event(&mut s, "wait", primitive, lock, mode);

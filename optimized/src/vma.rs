@@ -121,8 +121,9 @@ pub fn vm_area_dup(s: &mut State, vma: VmaId, mm: MmId) -> VmaId {
     new
 }
 
-/// Detach a write-locked VMA, take it out of the tree and free it through RCU.
-pub fn remove_vma(s: &mut State, mm: MmId, vma: VmaId) {
+/// The removal block of `mm/mmap.c:vma_complete()` (v6.6) for a VMA a merge swallowed:
+/// `vma_mark_detached`, `vma_iter_clear`, then `remove_vma()` -> `vm_area_free()` (RCU).
+pub fn vma_complete_remove(s: &mut State, mm: MmId, vma: VmaId) {
     vma_mark_detached(s, vma, true);
     vma_iter_remove(s, mm, vma);
     vm_area_free(s, vma);

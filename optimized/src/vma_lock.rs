@@ -114,7 +114,8 @@ pub fn vma_assert_write_locked(s: &mut State, vma: VmaId, function: &str) -> boo
     false
 }
 
-/// `vma_assert_locked()`: any holder of `vm_lock` in any mode, or write-locked (I5).
+/// Whether `vma_assert_locked()` would pass: any holder of `vm_lock` in any mode, or
+/// write-locked (I5). Callers report the failure under their own rule.
 pub fn vma_locked(s: &State, vma: VmaId) -> bool {
     s.vmas[vma].vm_lock.is_locked() || is_vma_write_locked(s, vma)
 }

@@ -8,7 +8,9 @@
 
 use crate::objects::{Kernel, MmId, Page, State, VmaId};
 use crate::primitives::KResult;
-use crate::vma::{find_vma_intersection, remove_vma, vma_lookup, vma_set_range, vma_tree_sort};
+use crate::vma::{
+    find_vma_intersection, vma_complete_remove, vma_lookup, vma_set_range, vma_tree_sort,
+};
 use crate::vma_lock::{vma_assert_write_locked, vma_start_write};
 
 /// `mm/mmap.c:is_mergeable_anon_vma()`: `vma`'s chain must be singular to merge with None.
@@ -170,7 +172,7 @@ fn vma_merge_apply(s: &mut State, mm: MmId, a: &MergeArgs, p: &Plan) -> VmaId {
         }
     }
     for v in [remove, remove2].into_iter().flatten() {
-        remove_vma(s, mm, v);
+        vma_complete_remove(s, mm, v);
     }
     vma_set_range(s, vma, vma_start, vma_end, "vma_merge");
     if let Some((adj, start, end)) = adjust {
@@ -199,7 +201,7 @@ pub async fn vma_expand(
     }
     let mut s = k.st();
     if let Some(n) = absorb {
-        remove_vma(&mut s, mm, n);
+        vma_complete_remove(&mut s, mm, n);
     }
     vma_set_range(&mut s, vma, start, end, "vma_expand");
     vma_tree_sort(&mut s, mm);

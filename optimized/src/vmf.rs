@@ -12,7 +12,7 @@
 //! | `vma.use-after-unlock`   | [`Vmf::vma`] after `release_fault_lock` (I4)                |
 //! | `vma.use-after-free`     | [`Vmf::vma`] on a freed VMA; stops the run                  |
 
-use crate::mmap_lock::mmap_read_unlock;
+use crate::mmap_lock::{mmap_locked, mmap_read_unlock};
 use crate::objects::{MmId, Page, Pte, State, TableId, VmaId, PTE_NONE};
 use crate::primitives::{holds, violate, KResult, LockId, Mode};
 use crate::vma::check_vma;
@@ -116,13 +116,14 @@ pub fn release_fault_lock(s: &mut State, vmf: &mut Vmf) -> KResult<()> {
 }
 
 /// `include/linux/mm.h:assert_fault_locked()` (v6.6): `vma_assert_locked` (any holder of the
-/// VMA's lock, in any mode, or write-locked by the current task) or `mmap_assert_locked`
-/// (I5: ownership is not checked).
+/// VMA's lock, in any mode, or write-locked by the current task: I5, no ownership check) or
+/// `mmap_assert_locked`, whose `lockdep_assert_held()` wants the current task to hold it (I5
+/// describes its `VM_BUG_ON` half; the model is a lockdep build).
 pub fn assert_fault_locked(s: &mut State, vmf: &Vmf, rule: &'static str, function: &str) {
     let ok = if vmf.vma_locked() {
         vma_locked(s, vmf.vma)
     } else {
-        s.mm(vmf.mm).mmap_lock.is_locked()
+        mmap_locked(s, vmf.mm)
     };
     if !ok {
         let what = if vmf.vma_locked() {
