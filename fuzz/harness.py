@@ -28,13 +28,24 @@ from __future__ import annotations
 import functools
 import hashlib
 import pathlib
+import re
+import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import reference
-from fuzz import linearize
-from fuzz.case import Case, Op, OpKind, Schedule, Strategy, format_op, format_schedule
+from fuzz import linearize, spec
+from fuzz.case import (
+    Case,
+    Op,
+    OpKind,
+    Schedule,
+    Strategy,
+    encode,
+    format_op,
+    format_schedule,
+)
 from fuzz.record import (
     RES_HUNG,
     RES_NOT_RUN,
@@ -122,11 +133,11 @@ class Verdict:
 EngineFn = Callable[[Case, bool], RunRecord]
 
 
-def _optimized(mutant: str | None) -> EngineFn:
+def _optimized(mutant: str | None, encoded: bytes | None = None) -> EngineFn:
     import optimized
 
     def run(case: Case, trace: bool) -> RunRecord:
-        return optimized.run(case, mutant=mutant, trace=trace)
+        return optimized.run(case, mutant=mutant, trace=trace, encoded=encoded)
 
     return run
 
@@ -140,6 +151,11 @@ def _crash(engine: str, exc: BaseException) -> Finding:
     ours = [f for f in frames if "/reference/" in f.filename or "/optimized/" in f.filename]
     function = ours[-1].name if ours else "native"
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if engine == "optimized":
+        # The Python frames end in the wrapper for every native panic or EngineError: the
+        # message (numbers masked, so the same bug on other objects matches) tells them apart.
+        masked = re.sub(r"\d+", "N", first)
+        function += "#" + hashlib.sha256(masked.encode()).hexdigest()[:8]
     return Finding(
         "crash",
         type(exc).__name__,
@@ -165,9 +181,12 @@ def check_mutant(name: str | None) -> str | None:
     return name
 
 
-def run_engine(engine: str, case: Case, mutant: str | None, trace: bool) -> RunRecord | Finding:
-    """Run one engine; an exception out of it becomes a crash finding."""
-    fn = _reference if engine == "reference" else _optimized(mutant)
+def run_engine(
+    engine: str, case: Case, mutant: str | None, trace: bool, encoded: bytes | None = None
+) -> RunRecord | Finding:
+    """Run one engine; an exception out of it becomes a crash finding. `encoded`: the case's
+    canonical bytes, if the caller has them."""
+    fn = _reference if engine == "reference" else _optimized(mutant, encoded)
     try:
         return fn(case, trace)
     except (KeyboardInterrupt, SystemExit):
@@ -487,10 +506,12 @@ def _order(f: Finding) -> tuple[int, int, int]:
 
 def check_case(case: Case, *, mutant: str | None = None, trace: bool = False) -> Verdict:
     """Run both engines on `case` and apply every oracle (see the module docstring). An
-    unknown `mutant` raises `UnknownMutantError` before anything runs."""
+    unknown `mutant` raises `UnknownMutantError`, an invalid case `CaseFormatError`, before
+    anything runs (neither is a finding)."""
     check_mutant(mutant)
+    encoded = encode(case)  # validates the case; the optimized engine runs these bytes
     ref = run_engine("reference", case, None, trace)
-    opt = run_engine("optimized", case, mutant, trace)
+    opt = run_engine("optimized", case, mutant, trace, encoded)
     findings: list[Finding] = []
     notes: list[str] = []
     for engine, rec in (("reference", ref), ("optimized", opt)):
@@ -526,7 +547,8 @@ def schedule_text(case: Case) -> str:
 @functools.cache
 def build_identity() -> str:
     """The engines' build identity: package version plus hashes of the native module and of
-    the reference sources (a replay token from another build may replay differently)."""
+    the Python that decides a verdict, the reference and the oracles (a replay token from
+    another build may replay differently)."""
     from importlib import metadata
 
     import optimized._native as native
@@ -540,7 +562,13 @@ def build_identity() -> str:
     h = hashlib.sha256()
     for f in sorted(ref_dir.glob("*.py")):
         h.update(f.read_bytes())
-    return f"vmafuzz {version} native {native_hash} reference {h.hexdigest()[:12]}"
+    oracles = hashlib.sha256()
+    for module in (spec, linearize, sys.modules[__name__]):
+        oracles.update(pathlib.Path(str(module.__file__)).read_bytes())
+    return (
+        f"vmafuzz {version} native {native_hash} reference {h.hexdigest()[:12]} "
+        f"oracles {oracles.hexdigest()[:12]}"
+    )
 
 
 def violation_text(v: Violation) -> str:

@@ -94,8 +94,16 @@ def _fit(text: str, width: int = CELL) -> str:
 
 
 def _threads(case: Case, finding: Finding | None) -> list[int]:
-    """The threads worth a column: those with operations (the main task too if it matters)."""
-    return [t for t, ops in enumerate(case.threads) if ops][:3]
+    """The tasks worth a column: up to three threads with operations, always including the
+    task the finding names (a fourth thread, the main task of setup and post, a daemon)."""
+    tasks = [t for t, ops in enumerate(case.threads) if ops][:3]
+    if finding is not None and finding.task >= 0 and finding.task not in tasks:
+        tasks = [*tasks[:2], finding.task]
+    return tasks
+
+
+def _label(case: Case, task: int) -> str:
+    return f"t{task}" if task < len(case.threads) else f"task {task}"
 
 
 def _window(finding: Finding | None, rec: RunRecord | None) -> tuple[int, int]:
@@ -138,7 +146,9 @@ def _table(case: Case, verdict: Verdict, finding: Finding | None) -> list[str]:
     ref = _cells(verdict.reference, threads, lo, hi)
     opt = _cells(verdict.optimized, threads, lo, hi)
     header = " step │ " + " │ ".join(
-        _fit(f"t{t} {eng}").ljust(CELL) for t in threads for eng in ("reference", "optimized")
+        _fit(f"{_label(case, t)} {eng}").ljust(CELL)
+        for t in threads
+        for eng in ("reference", "optimized")
     )
     lines = [header, "─" * len(header)]
     mark = finding.step if finding else -1

@@ -44,12 +44,18 @@ __all__ = [
 
 
 def run(
-    case: Case, mutant: str | None = None, trace: bool = False, features: bool = True
+    case: Case,
+    mutant: str | None = None,
+    trace: bool = False,
+    features: bool = True,
+    encoded: bytes | None = None,
 ) -> RunRecord:
     """Run `case` through the optimized engine (with the named zoo `mutant`, if any); the
     same case gives the same record. With `trace`, lock events and the step trace are kept;
-    with `features`, the interleaving features."""
+    with `features`, the interleaving features. `encoded`: ``encode(case)``, if the caller
+    has it already."""
     # encode() only ever produces canonical bytes: skip the strict decoder's re-encoding check.
-    raw = run_bytes(encode(case), mutant, trace, True, features)
+    data = encode(case) if encoded is None else encoded
+    raw = run_bytes(data, mutant, trace, True, features)
     # The record's operations are the case's, in case order (`Case.all_ops`).
     return RunRecord.from_native(raw, tuple(chain(case.setup, *case.threads, case.post)))

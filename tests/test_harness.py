@@ -9,7 +9,7 @@ import pytest
 
 import reference
 from fuzz import harness
-from fuzz.case import Case, OpKind, Schedule, parse_case
+from fuzz.case import Case, CaseFormatError, Op, OpKind, Schedule, parse_case
 from fuzz.harness import (
     BENIGN,
     FINDING,
@@ -142,7 +142,9 @@ def test_divergences(clean: RunRecord) -> None:
 
 
 def _patched(monkeypatch: pytest.MonkeyPatch, ref: object, opt: object) -> None:
-    def run_engine(engine: str, case: Case, mutant: str | None, trace: bool) -> object:
+    def run_engine(
+        engine: str, case: Case, mutant: str | None, trace: bool, encoded: bytes | None = None
+    ) -> object:
         which = ref if engine == "reference" else opt
         if isinstance(which, BaseException):
             return harness._crash(engine, which)
@@ -224,3 +226,19 @@ def test_a_migration_failure_is_blamed_on_any_illegitimate_holder(clean: RunReco
     assert (
         harness._migration_findings("optimized", replace(clean, migration_failures=(fine,))) == []
     )
+
+
+def test_native_crashes_with_different_messages_get_different_signatures() -> None:
+    def crash(msg: str) -> str:
+        return harness._crash(
+            "optimized", RuntimeError(f"bug in optimized._native: {msg}")
+        ).signature
+
+    assert crash("panic: index 3 out of range") == crash("panic: index 7 out of range")
+    assert crash("panic: index 3 out of range") != crash("panic: folio freed twice")
+
+
+def test_an_invalid_case_is_a_format_error_not_a_crash_finding() -> None:
+    bad = replace(CASE, threads=((Op(OpKind.READ, page=20),),))
+    with pytest.raises(CaseFormatError):
+        check_case(bad)
