@@ -115,16 +115,16 @@ def _wake_waiters(sem: RwSem) -> None:
 def _down(cur: Current, sem: RwSem, write: bool, killable: bool, primitive: str) -> Gen[int]:
     mode = "w" if write else "r"
     might_sleep(cur, primitive)
-    if holds(cur, sem):
-        violate(cur, "lock.recursive", primitive, f"{sem.name} acquired ({mode}) while held")
     free = sem.writer is None and not sem.waiters and (not write or not sem.readers)
     if free:
         if write:
             sem.writer = cur
         else:
             sem.readers.append(cur)
-        lock_acquired(cur, sem, mode, primitive)
+        lock_acquired(cur, sem, mode, primitive)  # reports a recursive acquisition
         return 0
+    if holds(cur, sem):  # blocked behind itself: it will never be granted, so say it now
+        violate(cur, "lock.recursive", primitive, f"{sem.name} acquired ({mode}) while held")
     w = RwWaiter(cur, write)
     sem.waiters.append(w)
     cur.contract.event(cur.tid, "wait", primitive, sem.name, mode)

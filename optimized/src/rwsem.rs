@@ -18,7 +18,7 @@
 use crate::inline::InlineVec;
 use crate::objects::{Kernel, State, WaitOn};
 use crate::primitives::{
-    event, lock_acquired, lock_acquired_by, lock_name, lock_released, might_sleep, violate,
+    event, holds, lock_acquired, lock_acquired_by, lock_name, lock_released, might_sleep, violate,
     KResult, LockId, Mode,
 };
 use crate::sched::TaskId;
@@ -110,8 +110,7 @@ pub async fn down(
     let mode = if write { Mode::Write } else { Mode::Read };
     {
         let mut s = k.st();
-        // rwsem.c: down_read() and friends begin with might_sleep(), contended or not. A
-        // recursive acquisition is reported by lock_acquired_by(), once.
+        // rwsem.c: down_read() and friends begin with might_sleep(), contended or not.
         might_sleep(&mut s, primitive);
         let tid = s.tid;
         let sem = sem_mut(&mut s, lock);
@@ -123,8 +122,14 @@ pub async fn down(
             } else {
                 sem.readers.push(tid);
             }
-            lock_acquired(&mut s, lock, mode, primitive);
+            lock_acquired(&mut s, lock, mode, primitive); // reports a recursive acquisition
             return Ok(0);
+        }
+        if holds(&s, lock, None) {
+            // Blocked behind itself: it will never be granted, so say it now.
+            let name = lock_name(&s, lock);
+            let msg = format!("{name} acquired ({}) while held", mode.name());
+            violate(&mut s, "lock.recursive", primitive, msg);
         }
         sem_mut(&mut s, lock).waiters.push((tid, write));
         s.cur[tid].granted = false;
