@@ -27,7 +27,7 @@ from reference.mmap import _table_ranges, madvise_has_hole, madvise_walk
 from reference.mmap_lock import mmap_read_lock, mmap_read_unlock
 from reference.objects import PTE_PRESENT, Folio, Mm
 from reference.pgtable import pte_offset_map_lock, pte_unmap_unlock, ptep_get, set_pte_at
-from reference.primitives import Current, Gen
+from reference.primitives import Current, Gen, fatal_signal_pending
 from reference.rmap import folio_referenced, try_to_unmap
 from reference.swap import (
     add_to_swap_cache,
@@ -37,25 +37,32 @@ from reference.swap import (
     swap_writepage,
 )
 
-ENOMEM = -errno.ENOMEM
+ENOMEM, EINTR = -errno.ENOMEM, -errno.EINTR
 
 
 def madvise_pageout(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
-    """``madvise(MADV_PAGEOUT)`` under ``mmap_lock`` read; -ENOMEM if the range has a hole."""
+    """``madvise(MADV_PAGEOUT)`` under ``mmap_lock`` read; -ENOMEM if the range has a hole,
+    -EINTR if the task was killed during the walk."""
     end = start + npages
     yield from mmap_read_lock(cur, mm)
     pieces = madvise_walk(cur, mm, start, end)
     for _vma, lo, hi in pieces:
-        yield from madvise_pageout_page_range(cur, mm, lo, hi)
+        if (yield from madvise_pageout_page_range(cur, mm, lo, hi)) == EINTR:
+            mmap_read_unlock(cur, mm)
+            return EINTR
     mmap_read_unlock(cur, mm)
     return ENOMEM if madvise_has_hole(pieces, start, end) else 0
 
 
-def madvise_pageout_page_range(cur: Current, mm: Mm, start: int, end: int) -> Gen[None]:
-    """mm/madvise.c:madvise_cold_or_pageout_pte_range() per table, then reclaim_pages()."""
+def madvise_pageout_page_range(cur: Current, mm: Mm, start: int, end: int) -> Gen[int]:
+    """mm/madvise.c:madvise_cold_or_pageout_pte_range() per table, then reclaim_pages(); 0, or
+    -EINTR: each table's walk starts with ``if (fatal_signal_pending(current)) return
+    -EINTR;``."""
     for t, first, stop in _table_ranges(start, end):
         if mm.pmd[t] is None:
             continue
+        if fatal_signal_pending(cur):
+            return EINTR
         table = yield from pte_offset_map_lock(cur, mm, first)
         if table is None:
             continue
@@ -74,6 +81,7 @@ def madvise_pageout_page_range(cur: Current, mm: Mm, start: int, end: int) -> Ge
         pte_unmap_unlock(cur, table)
         if batch:
             yield from shrink_folio_list(cur, batch)
+    return 0
 
 
 def shrink_folio_list(cur: Current, folios: list[Folio]) -> Gen[None]:

@@ -552,3 +552,31 @@ def test_kill_before_start_and_after_finish() -> None:
         """
     )
     assert results(rec) == [0, 0, RES_NOT_RUN, 0, -errno.ESRCH]
+
+
+def test_a_killed_pageout_stops_at_the_next_page_table() -> None:
+    """madvise_cold_or_pageout_pte_range() returns -EINTR on a fatal signal, table by table:
+    killed after the first table, the walk never takes the second table's lock (and the
+    optimized engine stops at the same place)."""
+    import optimized
+
+    case = parse_case(
+        """
+        pages 8
+        setup:
+          mmap mm0 0+8 rw
+          write mm0 0 0x1
+          write mm0 4 0x2
+        thread 0:
+          madvise_pageout mm0 0+8
+        thread 1:
+          kill t0
+        schedule explicit 0 0 0 1
+        """
+    )
+    for engine in (reference, optimized):
+        rec = engine.run(case, trace=True)
+        pageout = rec.ops[3]
+        assert pageout.result == RES_KILLED
+        taken = {e.obj for e in rec.lock_events if e.task == pageout.task and "ptl" in e.obj}
+        assert taken == {"mm0.pt0.ptl"}, engine.__name__

@@ -7,7 +7,9 @@
 //! a time (a yield point each): trylock; keep if under writeback or referenced; `add_to_swap`;
 //! `try_to_unmap`; `pageout` if dirty; relock and `__remove_mapping`. Kept folios are put back.
 
-use crate::folio::{folio_isolate_lru, folio_put, folio_putback_lru, folio_trylock, folio_unlock};
+use crate::folio::{
+    folio_isolate_lru, folio_put, folio_putback_lru, folio_trylock, folio_unlock, EINTR,
+};
 use crate::madvise::{madvise_has_hole, madvise_walk};
 use crate::mmap::{table_ranges, ENOMEM};
 use crate::mmap_lock::{mmap_read_lock, mmap_read_unlock};
@@ -25,7 +27,10 @@ pub async fn madvise_pageout(k: &Kernel, mm: MmId, start: Page, npages: Page) ->
     mmap_read_lock(k, mm).await?;
     let pieces = madvise_walk(&k.st(), mm, start, end);
     for &(_, lo, hi) in &pieces {
-        madvise_pageout_page_range(k, mm, lo, hi).await?;
+        if madvise_pageout_page_range(k, mm, lo, hi).await? == EINTR {
+            mmap_read_unlock(&mut k.st(), mm);
+            return Ok(EINTR);
+        }
     }
     mmap_read_unlock(&mut k.st(), mm);
     Ok(if madvise_has_hole(&pieces, start, end) {
@@ -35,11 +40,16 @@ pub async fn madvise_pageout(k: &Kernel, mm: MmId, start: Page, npages: Page) ->
     })
 }
 
-/// `mm/madvise.c:madvise_cold_or_pageout_pte_range()` per table, then `reclaim_pages()`.
-async fn madvise_pageout_page_range(k: &Kernel, mm: MmId, start: Page, end: Page) -> KResult<()> {
+/// `mm/madvise.c:madvise_cold_or_pageout_pte_range()` per table, then `reclaim_pages()`; 0,
+/// or -EINTR: each table's walk starts with `if (fatal_signal_pending(current)) return
+/// -EINTR;`.
+async fn madvise_pageout_page_range(k: &Kernel, mm: MmId, start: Page, end: Page) -> KResult<i32> {
     for (t, first, stop) in table_ranges(start, end) {
         if k.st().mm(mm).pmd[t].is_none() {
             continue;
+        }
+        if k.st().me().killed {
+            return Ok(EINTR);
         }
         let Some(table) = pte_offset_map_lock(k, mm, first).await? else {
             continue;
@@ -73,7 +83,7 @@ async fn madvise_pageout_page_range(k: &Kernel, mm: MmId, start: Page, end: Page
             shrink_folio_list(k, &batch).await?;
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// What reclaim did with one locked folio.
