@@ -460,8 +460,10 @@ def divergences(case: Case, ref: RunRecord, opt: RunRecord) -> tuple[str, ...]:
 def skipped_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
     """In a run that ended normally every operation runs, except a thread's operations after
     one of them hung (asleep on userfaultfd when the run ended) or once the thread was
-    killed, and the post part when a thread hung. Any other skipped operation was lost."""
-    if rec.status != STATUS_OK:
+    killed, and the post part when a thread hung. Any other skipped operation was lost. (A
+    run the engine stopped on a violation that would corrupt it, MODEL.md §4.2, skips the rest
+    by design: that violation is the finding.)"""
+    if rec.status != STATUS_OK or rec.extra.get("stopped"):
         return []
     killed = {op.target for _, _, op in case.all_ops() if op.kind is OpKind.KILL}
     hung: set[tuple[str, int]] = set()

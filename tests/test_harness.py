@@ -215,6 +215,9 @@ def test_an_operation_that_never_ran_needs_a_hang_or_a_kill(clean: RunRecord) ->
     # After the same thread's read hung (asleep on userfaultfd at the end), it is excused.
     hung = _with_result(lost, last.index - 1, RES_HUNG)
     assert harness.skipped_findings("optimized", CASE, hung) == []
+    # A run stopped on a model-corrupting violation skips the rest by design.
+    stopped = replace(lost, extra={**lost.extra, "stopped": True})
+    assert harness.skipped_findings("optimized", CASE, stopped) == []
 
 
 def test_a_migration_failure_is_blamed_on_any_illegitimate_holder(clean: RunRecord) -> None:
