@@ -17,6 +17,8 @@ folio.use-after-free          any operation below on a freed (poisoned) folio; s
 folio.refcount                a put below zero
 folio.mapcount                ``page_remove_rmap`` below zero
 folio.unlock-unheld           ``folio_unlock`` of a folio not locked, or locked by another task
+folio.not-locked              a function the kernel guards with ``VM_BUG_ON_FOLIO(!locked)`` ran on
+                              an unlocked folio (swap cache, swap-in I/O, migration's move)
 lock.sleep-under-ptl          ``folio_lock`` / ``folio_wait_*`` sleeping with a spinlock held
 migration.waiter-holds-ref    ``migration_entry_wait_on_locked`` by a task holding a reference
 ============================  ==================================================================
@@ -172,6 +174,13 @@ def folio_lock_killable(cur: Current, folio: Folio) -> Gen[int]:
         if cur.killed or not (yield from _wait_bit(cur, folio, "folio_lock:wait", True)):
             return EINTR
     return 0
+
+
+def folio_assert_locked(cur: Current, folio: Folio, function: str) -> None:
+    """``VM_BUG_ON_FOLIO(!folio_test_locked(folio), folio)`` at the head of `function` (any
+    owner: the bit, not lockdep)."""
+    if not folio.locked:
+        violate(cur, "folio.not-locked", function, f"{folio.name} not locked")
 
 
 def folio_unlock(cur: Current, folio: Folio) -> None:

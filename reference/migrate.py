@@ -22,6 +22,7 @@ import errno
 
 from fuzz.record import MigrationFailure
 from reference.folio import (
+    folio_assert_locked,
     folio_get,
     folio_get_ref,
     folio_isolate_lru,
@@ -180,7 +181,10 @@ def folio_expected_refs(src: Folio) -> int:
 
 
 def migrate_folio_move(cur: Current, src: Folio, dst: Folio) -> Gen[int]:
-    """mm/migrate.c:migrate_folio_move() (v6.6): the refcount check, copy, remap, unlock."""
+    """mm/migrate.c:migrate_folio_move() (v6.6): the refcount check, copy, remap, unlock.
+    ``move_to_new_folio`` wants both folios locked."""
+    folio_assert_locked(cur, src, "move_to_new_folio")
+    folio_assert_locked(cur, dst, "move_to_new_folio")
     expected = folio_expected_refs(src)
     if src.refcount != expected:  # folio_migrate_mapping()
         record_migration_failure(cur, src, expected)

@@ -26,6 +26,7 @@ import errno
 
 from reference.folio import (
     check_folio,
+    folio_assert_locked,
     folio_end_writeback,
     folio_get,
     folio_get_ref,
@@ -98,7 +99,9 @@ def swapcache_clear(si: SwapInfo, slot: int) -> None:
 
 
 def add_to_swap_cache(cur: Current, folio: Folio, slot: int) -> None:
-    """The slot's SWAP_HAS_CACHE is already set by the caller; the cache takes a reference."""
+    """mm/swap_state.c:add_to_swap_cache() (v6.6) on a locked folio: the slot's
+    SWAP_HAS_CACHE is already set by the caller; the cache takes a reference."""
+    folio_assert_locked(cur, folio, "add_to_swap_cache")
     si = cur.kernel.swap
     si.cache[slot] = folio
     folio.swapcache = slot
@@ -106,7 +109,9 @@ def add_to_swap_cache(cur: Current, folio: Folio, slot: int) -> None:
 
 
 def delete_from_swap_cache(cur: Current, folio: Folio) -> None:
-    """Leave the swap cache, clear SWAP_HAS_CACHE, drop the cache's reference."""
+    """mm/swap_state.c:delete_from_swap_cache() (v6.6) on a locked folio: leave the swap
+    cache (``__delete_from_swap_cache``), clear SWAP_HAS_CACHE, drop the cache's reference."""
+    folio_assert_locked(cur, folio, "__delete_from_swap_cache")
     si = cur.kernel.swap
     slot = folio.swapcache
     del si.cache[slot]
@@ -125,6 +130,7 @@ def swap_cache_get_folio(cur: Current, slot: int, site: str) -> Folio | None:
 
 def folio_free_swap(cur: Current, folio: Folio) -> bool:
     """mm/swapfile.c:folio_free_swap(): caller holds the folio lock."""
+    folio_assert_locked(cur, folio, "folio_free_swap")
     if folio.swapcache < 0 or folio.writeback:
         return False
     if swap_count(cur.kernel.swap, folio.swapcache):
@@ -156,7 +162,9 @@ def free_swap_and_cache(cur: Current, slot: int) -> None:
 
 
 def swap_readpage(cur: Current, folio: Folio, slot: int) -> Gen[None]:
-    """Read `slot` into the locked `folio`; the I/O unlocks it when it completes."""
+    """mm/page_io.c:swap_readpage() (v6.6): read `slot` into the locked `folio`; the I/O
+    unlocks it when it completes."""
+    folio_assert_locked(cur, folio, "swap_readpage")
     k = cur.kernel
     if k.swap.synchronous:
         yield from io_schedule(cur, "swap_readpage:submit_bio_wait")

@@ -427,3 +427,25 @@ def test_fault_on_a_freed_vma_is_caught_and_stops_the_run(monkeypatch: pytest.Mo
     )
     assert rules(rec) == {"vma.use-after-free"}
     assert rec.extra["stopped"] and rec.ops[-1].invoke == -1  # the rest is not run
+
+
+def test_swap_cache_work_on_an_unlocked_folio_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    # folio_free_swap() is VM_BUG_ON_FOLIO(!folio_test_locked()) in the kernel.
+    def broken(c: Current, mm: Mm, op: object) -> Gen[int]:
+        folio = c.kernel.alloc_folio(0)
+        yield "broken:alloc"
+        reference.swap.folio_free_swap(c, folio)  # never locked
+        return 0
+
+    monkeypatch.setitem(run_module.HANDLERS, OpKind.MADVISE_DONTNEED, broken)
+    rec = run_text(
+        """
+        pages 1
+        setup:
+          mmap mm0 0+1 rw
+        thread 0:
+          madvise_dontneed mm0 0+1
+        schedule serial
+        """
+    )
+    assert ("folio.not-locked", "folio_free_swap") in {(v.rule, v.function) for v in rec.violations}

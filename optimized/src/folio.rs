@@ -253,6 +253,19 @@ pub async fn folio_lock_killable(k: &Kernel, f: FolioId) -> KResult<i32> {
     }
 }
 
+/// `VM_BUG_ON_FOLIO(!folio_test_locked(folio), folio)` at the head of `function` (any owner:
+/// the bit, not lockdep).
+pub fn folio_assert_locked(s: &mut State, f: FolioId, function: &'static str) {
+    if !s.folios[f as usize].locked {
+        violate(
+            s,
+            "folio.not-locked",
+            function,
+            format!("folio#{f} not locked"),
+        );
+    }
+}
+
 pub fn folio_unlock(s: &mut State, f: FolioId) -> KResult<()> {
     check_folio(s, f, "folio_unlock")?;
     let tid = i64::try_from(s.tid).unwrap_or(-1);

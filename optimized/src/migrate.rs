@@ -16,8 +16,9 @@
 //! one `MIGRATE_SYNC` batch of 7 passes, a yield point before every pass.
 
 use crate::folio::{
-    folio_get, folio_get_ref, folio_isolate_lru, folio_lock, folio_put, folio_put_ref,
-    folio_put_site, folio_putback_lru, folio_trylock, folio_unlock, folio_wait_writeback,
+    folio_assert_locked, folio_get, folio_get_ref, folio_isolate_lru, folio_lock, folio_put,
+    folio_put_ref, folio_put_site, folio_putback_lru, folio_trylock, folio_unlock,
+    folio_wait_writeback,
 };
 use crate::mmap_lock::{mmap_read_lock, mmap_read_unlock};
 use crate::mutant::Mutant;
@@ -322,6 +323,9 @@ fn folio_expected_refs(swapcache: i32) -> i32 {
 async fn migrate_folio_move(k: &Kernel, src: FolioId, dst: FolioId) -> KResult<i32> {
     {
         let mut s = k.st();
+        // move_to_new_folio() wants both folios locked.
+        folio_assert_locked(&mut s, src, "move_to_new_folio");
+        folio_assert_locked(&mut s, dst, "move_to_new_folio");
         let sf = &s.folios[src as usize];
         let expected = folio_expected_refs(sf.swapcache);
         if sf.refcount != expected {

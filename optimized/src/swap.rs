@@ -13,8 +13,9 @@
 //! | `swap.count` | [`swap_free`] below zero (exactness at quiescence: `snapshot`)           |
 
 use crate::folio::{
-    check_folio, folio_end_writeback, folio_get, folio_get_ref, folio_lock_for_io, folio_put,
-    folio_put_ref, folio_start_writeback, folio_trylock, folio_unlock, folio_unlock_bit,
+    check_folio, folio_assert_locked, folio_end_writeback, folio_get, folio_get_ref,
+    folio_lock_for_io, folio_put, folio_put_ref, folio_start_writeback, folio_trylock,
+    folio_unlock, folio_unlock_bit,
 };
 use crate::objects::{FolioId, IoReq, Kernel, State, SwapInfo, WaitOn, NR_SWAP_SLOTS};
 use crate::primitives::{folio_event, io_schedule, might_sleep, violate, KResult};
@@ -89,15 +90,19 @@ pub fn swapcache_clear(si: &mut SwapInfo, slot: i32) {
 // ---------------------------------------------------------------------------------------------
 // The swap cache (mm/swap_state.c)
 
-/// The slot's `SWAP_HAS_CACHE` is already set by the caller; the cache takes a reference.
+/// `mm/swap_state.c:add_to_swap_cache()` (v6.6) on a locked folio: the slot's
+/// `SWAP_HAS_CACHE` is already set by the caller; the cache takes a reference.
 pub fn add_to_swap_cache(s: &mut State, f: FolioId, slot: i32) -> KResult<()> {
+    folio_assert_locked(s, f, "add_to_swap_cache");
     s.swap.cache[slot_index(slot)] = Some(f);
     s.folios[f as usize].swapcache = slot;
     folio_get_ref(s, f, "add_to_swap_cache")
 }
 
-/// Leave the swap cache, clear `SWAP_HAS_CACHE`, drop the cache's reference.
+/// `mm/swap_state.c:delete_from_swap_cache()` (v6.6) on a locked folio: leave the swap cache
+/// (`__delete_from_swap_cache`), clear `SWAP_HAS_CACHE`, drop the cache's reference.
 pub fn delete_from_swap_cache(s: &mut State, f: FolioId) -> KResult<()> {
+    folio_assert_locked(s, f, "__delete_from_swap_cache");
     let slot = s.folios[f as usize].swapcache;
     s.swap.cache[slot_index(slot)] = None;
     s.folios[f as usize].swapcache = -1;
@@ -120,6 +125,7 @@ pub fn swap_cache_get_folio(
 
 /// `mm/swapfile.c:folio_free_swap()`: caller holds the folio lock.
 pub fn folio_free_swap(s: &mut State, f: FolioId) -> KResult<bool> {
+    folio_assert_locked(s, f, "folio_free_swap");
     let folio = &s.folios[f as usize];
     if folio.swapcache < 0 || folio.writeback {
         return Ok(false);
@@ -160,8 +166,10 @@ fn queue_io(s: &mut State, req: IoReq) {
     s.wakes.extend(sleepers);
 }
 
-/// Read `slot` into the locked `folio`; the I/O unlocks it when it completes.
+/// `mm/page_io.c:swap_readpage()` (v6.6): read `slot` into the locked `folio`; the I/O unlocks
+/// it when it completes.
 pub async fn swap_readpage(k: &Kernel, f: FolioId, slot: i32) -> KResult<()> {
+    folio_assert_locked(&mut k.st(), f, "swap_readpage");
     if k.st().swap.synchronous {
         io_schedule(k, "swap_readpage:submit_bio_wait").await;
         return end_swap_bio_read(&mut k.st(), f, slot);
