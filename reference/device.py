@@ -76,6 +76,10 @@ def dmirror_migrate_to_device(cur: Current, mm: Mm, page: int) -> Gen[int]:
 
 
 def migrate_vma_to_device(cur: Current, mm: Mm, page: int) -> Gen[int]:
+    """lib/test_hmm.c:dmirror_migrate_to_device() (v6.6) for one page: ``migrate_vma_setup``
+    (collect and isolate), copy, ``migrate_vma_pages``/``finalize``. Departures (MODEL.md §6):
+    no VMA is -EFAULT (the driver says -EINVAL), a VMA without VM_READ is not refused, and a
+    none or zero-page PTE is -ENOENT (the kernel would insert a device page)."""
     if vma_lookup(mm, page) is None:
         return EFAULT
     table = yield from pte_offset_map_lock(cur, mm, page)

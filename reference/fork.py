@@ -78,7 +78,10 @@ def dup_mmap(cur: Current, mm: Mm, oldmm: Mm) -> Gen[int]:
         might_sleep(cur, "vm_area_dup")
         yield "dup_mmap:vm_area_dup"
         tmp = vm_area_dup(cur, mpnt, mm)
-        tmp.vm_flags &= ~VM_UFFD_MISSING  # dup_userfaultfd() without UFFD_FEATURE_EVENT_FORK
+        # dup_userfaultfd() without UFFD_FEATURE_EVENT_FORK: vm_flags_reset() asserts the
+        # child's lock.
+        vma_assert_write_locked(cur, mm, "dup_userfaultfd")
+        tmp.vm_flags &= ~VM_UFFD_MISSING
         tmp.uffd_ctx = None
         if mpnt.anon_vma is not None:  # anon_vma_fork(): a new anon_vma linked under the parent's
             tmp.anon_vma = cur.kernel.alloc_anon_vma()
@@ -93,9 +96,9 @@ def dup_mmap(cur: Current, mm: Mm, oldmm: Mm) -> Gen[int]:
 
 
 def copy_page_range(cur: Current, dst_mm: Mm, dst_vma: Vma, src_mm: Mm, src_vma: Vma) -> Gen[None]:
-    """mm/memory.c:copy_pte_range() for each table of the VMA; both mms write-locked."""
+    """mm/memory.c:copy_page_range() (v6.6): ``copy_pte_range()`` for each table of the VMA;
+    asserts the source mm write-locked (the child's is asserted by ``vm_flags_reset``)."""
     vma_assert_write_locked(cur, src_mm, "copy_page_range")
-    vma_assert_write_locked(cur, dst_mm, "copy_page_range")
     for t, first, stop in _table_ranges(src_vma.vm_start, src_vma.vm_end):
         if src_mm.pmd[t] is None:
             continue

@@ -70,7 +70,7 @@ def migration_entry_wait(vmf: Vmf) -> Gen[None]:
     yield from migration_entry_wait_on_locked(cur, folio, queued)
 
 
-def do_move_pages(cur: Current, mm: Mm, page: int) -> Gen[int]:
+def do_pages_move(cur: Current, mm: Mm, page: int) -> Gen[int]:
     """mm/migrate.c:do_pages_move() for one page to another node: 0 migrated, 1 not
     migrated, or -EFAULT/-ENOENT/-EACCES/-EBUSY from ``add_page_for_migration``."""
     yield from mmap_read_lock(cur, mm)

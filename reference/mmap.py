@@ -41,7 +41,7 @@ from reference.objects import (
     Vma,
 )
 from reference.pgtable import (
-    free_pte_table,
+    free_pte_range,
     pte_offset_map_lock,
     pte_unmap_unlock,
     ptep_get,
@@ -134,15 +134,16 @@ def free_pgtables(cur: Current, mm: Mm, vmas: list[Vma], floor: int, ceiling: in
     for t in range(NR_TABLES):
         lo, hi = t * PTRS_PER_TABLE, (t + 1) * PTRS_PER_TABLE
         if lo >= floor and hi <= ceiling and any(v.vm_start < hi and lo < v.vm_end for v in vmas):
-            free_pte_table(cur, mm, t)
+            free_pte_range(cur, mm, t)
 
 
 # ---------------------------------------------------------------------------------------------
 # munmap
 
 
-def vm_munmap(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
-    """mm/mmap.c:__vm_munmap(unlock=true) (v6.6)."""
+def sys_munmap(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
+    """The munmap syscall (v6.6): ``SYSCALL_DEFINE2(munmap)`` is mm/mmap.c:__vm_munmap(addr,
+    len, unlock=true): ``mmap_write_lock_killable``, ``do_vmi_munmap``, which downgrades."""
     end = start + npages
     if end > cur.kernel.nr_pages:
         return EINVAL
@@ -166,8 +167,9 @@ def do_vmi_munmap(cur: Current, mm: Mm, start: int, end: int, unlock: bool) -> G
 def do_vmi_align_munmap(
     cur: Current, mm: Mm, vma: Vma, start: int, end: int, unlock: bool
 ) -> Gen[None]:
-    """Split at the edges, detach the VMAs, clear them from the tree, (downgrade,) zap, free
-    page tables, free the VMAs. Caller holds ``mmap_lock`` for write."""
+    """mm/mmap.c:do_vmi_align_munmap() (v6.6): split at the edges, detach the VMAs, clear them
+    from the tree, (downgrade,) zap, free page tables, free the VMAs. Caller holds
+    ``mmap_lock`` for write."""
     vma_assert_write_locked(cur, mm, "do_vmi_align_munmap")
     if start > vma.vm_start:
         split_vma(cur, mm, vma, start, True)
@@ -195,6 +197,8 @@ def do_vmi_align_munmap(
 def unmap_region(
     cur: Current, mm: Mm, vmas: list[Vma], prev: Vma | None, nxt: Vma | None
 ) -> Gen[None]:
+    """mm/mmap.c:unmap_region() (v6.6): ``unmap_vmas`` (zap), then ``free_pgtables`` between
+    the neighbours' bounds."""
     for v in vmas:  # unmap_vmas()
         yield from zap_pte_range(cur, mm, v.vm_start, v.vm_end)
     floor = prev.vm_end if prev is not None else 0
@@ -207,8 +211,10 @@ def unmap_region(
 # mmap
 
 
-def do_mmap(cur: Current, mm: Mm, addr: int, npages: int, prot: int) -> Gen[int]:
-    """``mmap(addr, n, prot, MAP_FIXED|MAP_PRIVATE|MAP_ANONYMOUS[|MAP_GROWSDOWN])``."""
+def vm_mmap_pgoff(cur: Current, mm: Mm, addr: int, npages: int, prot: int) -> Gen[int]:
+    """mm/util.c:vm_mmap_pgoff() (v6.6) for ``mmap(addr, n, prot,
+    MAP_FIXED|MAP_PRIVATE|MAP_ANONYMOUS[|MAP_GROWSDOWN])``: ``mmap_write_lock_killable``, then
+    ``do_mmap`` -> ``mmap_region`` with the lock held, then unlock."""
     end = addr + npages
     if end > cur.kernel.nr_pages:
         return ENOMEM
@@ -248,7 +254,7 @@ def mmap_region(cur: Current, mm: Mm, addr: int, end: int, flags: int) -> Gen[No
 # mprotect
 
 
-def do_mprotect(cur: Current, mm: Mm, start: int, npages: int, prot: int) -> Gen[int]:
+def do_mprotect_pkey(cur: Current, mm: Mm, start: int, npages: int, prot: int) -> Gen[int]:
     """mm/mprotect.c:do_mprotect_pkey() (v6.6): -ENOMEM at the first hole (the VMAs before
     it are already changed)."""
     end = start + npages
@@ -356,9 +362,10 @@ def madvise_has_hole(pieces: list[tuple[Vma, int, int]], start: int, end: int) -
     return covered < end - start
 
 
-def madvise_dontneed(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
-    """``madvise(MADV_DONTNEED)``: zap each VMA piece under ``mmap_lock`` read; -ENOMEM if the
-    range has a hole (the mapped parts are still zapped)."""
+def do_madvise_dontneed(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
+    """mm/madvise.c:do_madvise(MADV_DONTNEED) (v6.6): ``madvise_walk_vmas`` under ``mmap_lock``
+    read, zapping each VMA piece (``madvise_dontneed_single_vma``); -ENOMEM if the range has a
+    hole (the mapped parts are still zapped)."""
     end = start + npages
     yield from mmap_read_lock(cur, mm)
     pieces = madvise_walk(cur, mm, start, end)

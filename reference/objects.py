@@ -335,7 +335,6 @@ class Kernel:
         self.migration_failures: list[MigrationFailure] = []
         # (step, mm, first page, old vm_start, vm_flags) of every stack expansion
         self.growths: list[StackGrowth] = []
-        # op index -> how many times its faults filled a none PTE (do_anonymous_page)
 
     def alloc_folio(self, data: int, device: bool = False) -> Folio:
         """A new folio with one reference (owned by the allocating task)."""

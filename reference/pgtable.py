@@ -2,7 +2,7 @@
 
 One PTE table per ``PTRS_PER_TABLE`` pages; the PMD slot of a table is empty or points at it
 (MODEL.md §1). ``pte_alloc`` installs a table under ``mm->page_table_lock`` (``pmd_install``);
-``free_pte_table`` (from ``free_pgtables``) empties the slot and poisons the table.
+``free_pte_range`` (from ``free_pgtables``) empties the slot and poisons the table.
 
 **Rules** (MODEL.md §4.2):
 
@@ -120,7 +120,7 @@ def pte_alloc(cur: Current, mm: Mm, page: int) -> Gen[None]:
     spin_unlock(cur, mm.page_table_lock)
 
 
-def free_pte_table(cur: Current, mm: Mm, t: int) -> None:
+def free_pte_range(cur: Current, mm: Mm, t: int) -> None:
     """Free table `t` (``free_pte_range``): its PTEs must all be none; poison it."""
     table = mm.pmd[t]
     if table is None:

@@ -32,17 +32,18 @@ from reference.rmap import folio_referenced, try_to_unmap
 from reference.swap import (
     add_to_swap_cache,
     delete_from_swap_cache,
+    folio_alloc_swap,
     folio_free_swap,
-    get_swap_page,
     swap_writepage,
 )
 
 ENOMEM, EINTR = -errno.ENOMEM, -errno.EINTR
 
 
-def madvise_pageout(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
-    """``madvise(MADV_PAGEOUT)`` under ``mmap_lock`` read; -ENOMEM if the range has a hole,
-    -EINTR if the task was killed during the walk."""
+def do_madvise_pageout(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
+    """mm/madvise.c:do_madvise(MADV_PAGEOUT) (v6.6): ``madvise_walk_vmas`` under ``mmap_lock``
+    read, ``madvise_pageout`` per VMA piece; -ENOMEM if the range has a hole, -EINTR if the
+    task was killed during the walk."""
     end = start + npages
     yield from mmap_read_lock(cur, mm)
     pieces = madvise_walk(cur, mm, start, end)
@@ -106,7 +107,7 @@ def shrink_one(cur: Current, folio: Folio) -> Gen[bool | None]:
     if (yield from folio_referenced(cur, folio)):
         return True  # FOLIOREF_ACTIVATE / FOLIOREF_KEEP
     if folio.swapcache < 0:  # add_to_swap()
-        slot = get_swap_page(cur.kernel.swap)
+        slot = folio_alloc_swap(cur.kernel.swap)
         if slot < 0:
             return True
         add_to_swap_cache(cur, folio, slot)

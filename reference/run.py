@@ -37,8 +37,8 @@ from fuzz.record import (
 from reference.device import dmirror_migrate_to_device
 from reference.fault import user_access
 from reference.fork import do_fork
-from reference.migrate import do_move_pages
-from reference.mmap import do_mmap, do_mprotect, madvise_dontneed, vm_munmap
+from reference.migrate import do_pages_move
+from reference.mmap import do_madvise_dontneed, do_mprotect_pkey, sys_munmap, vm_mmap_pgoff
 from reference.objects import Kernel, Mm, UffdWait
 from reference.primitives import (
     Contract,
@@ -48,7 +48,7 @@ from reference.primitives import (
     assert_no_locks_held,
     fatal_signal_pending,
 )
-from reference.reclaim import madvise_pageout
+from reference.reclaim import do_madvise_pageout
 from reference.sched import (
     BLOCKED,
     DONE,
@@ -79,12 +79,12 @@ OP_FUNCTIONS = {kind: kind.name.lower() for kind in OpKind}
 HANDLERS: dict[OpKind, Handler] = {
     OpKind.READ: lambda c, mm, op: user_access(c, mm, op.page, False, 0),
     OpKind.WRITE: lambda c, mm, op: user_access(c, mm, op.page, True, op.value),
-    OpKind.MMAP: lambda c, mm, op: do_mmap(c, mm, op.page, op.npages, op.prot),
-    OpKind.MUNMAP: lambda c, mm, op: vm_munmap(c, mm, op.page, op.npages),
-    OpKind.MPROTECT: lambda c, mm, op: do_mprotect(c, mm, op.page, op.npages, op.prot),
-    OpKind.MADVISE_DONTNEED: lambda c, mm, op: madvise_dontneed(c, mm, op.page, op.npages),
-    OpKind.MADVISE_PAGEOUT: lambda c, mm, op: madvise_pageout(c, mm, op.page, op.npages),
-    OpKind.MIGRATE: lambda c, mm, op: do_move_pages(c, mm, op.page),
+    OpKind.MMAP: lambda c, mm, op: vm_mmap_pgoff(c, mm, op.page, op.npages, op.prot),
+    OpKind.MUNMAP: lambda c, mm, op: sys_munmap(c, mm, op.page, op.npages),
+    OpKind.MPROTECT: lambda c, mm, op: do_mprotect_pkey(c, mm, op.page, op.npages, op.prot),
+    OpKind.MADVISE_DONTNEED: lambda c, mm, op: do_madvise_dontneed(c, mm, op.page, op.npages),
+    OpKind.MADVISE_PAGEOUT: lambda c, mm, op: do_madvise_pageout(c, mm, op.page, op.npages),
+    OpKind.MIGRATE: lambda c, mm, op: do_pages_move(c, mm, op.page),
     OpKind.TO_DEVICE: lambda c, mm, op: dmirror_migrate_to_device(c, mm, op.page),
     OpKind.UFFD_REGISTER: lambda c, mm, op: userfaultfd_register(c, mm, op.page, op.npages),
     OpKind.UFFD_UNREGISTER: lambda c, mm, op: userfaultfd_unregister(c, mm, op.page, op.npages),

@@ -47,7 +47,7 @@ EEXIST, ENOENT = -errno.EEXIST, -errno.ENOENT
 # Slots (mm/swapfile.c)
 
 
-def get_swap_page(si: SwapInfo) -> int:
+def folio_alloc_swap(si: SwapInfo) -> int:
     """``folio_alloc_swap()``: the lowest free slot with SWAP_HAS_CACHE set, or -1."""
     for i, s in enumerate(si.slots):
         if s.is_free():

@@ -124,6 +124,7 @@ def folio_lock_or_retry(vmf: Vmf, folio: Folio) -> Gen[int]:
 
 
 def should_try_to_free_swap(cur: Current, folio: Folio, flags: int) -> bool:
+    """mm/memory.c:should_try_to_free_swap() (v6.6)."""
     if folio.swapcache < 0:
         return False
     if vm_swap_full(cur.kernel.swap):

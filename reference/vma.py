@@ -268,9 +268,9 @@ def find_mergeable_anon_vma(mm: Mm, vma: Vma) -> int | None:
 
 def anon_vma_prepare(cur: Current, mm: Mm, vma: Vma) -> Gen[None]:
     """mm/rmap.c:__anon_vma_prepare() (v6.6): caller holds ``mmap_lock`` (read is enough)."""
-    mmap_assert_locked(cur, mm, "vma.anon_vma-under-vma-lock", "anon_vma_prepare")
-    if vma.anon_vma is not None:
+    if vma.anon_vma is not None:  # anon_vma_prepare()'s inline fast path asserts nothing
         return
+    mmap_assert_locked(cur, mm, "vma.anon_vma-under-vma-lock", "anon_vma_prepare")
     might_sleep(cur, "anon_vma_prepare")
     yield "anon_vma_prepare:anon_vma_chain_alloc"
     anon_vma = find_mergeable_anon_vma(mm, vma)

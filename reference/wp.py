@@ -75,6 +75,8 @@ def wp_page_copy(vmf: Vmf, old: Folio | None) -> Gen[int]:
     yield "wp_page_copy:vma_alloc_folio"
     new = cur.kernel.alloc_folio(0 if old is None else old.data)  # __wp_page_copy_user()
     new.refs.append((cur.tid, "wp_page_copy"))
+    might_sleep(cur, "mmu_notifier_invalidate_range_start")
+    yield "wp_page_copy:mmu_notifier_invalidate_range_start"  # [S], after the memcg charge
     table = yield from pte_offset_map_lock(cur, mm, page)
     copied = False
     if table is not None and ptep_get(cur, table, page) == vmf.orig_pte:

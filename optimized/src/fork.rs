@@ -61,12 +61,15 @@ async fn dup_mmap(k: &Kernel, mm: MmId, oldmm: MmId) -> KResult<i32> {
             might_sleep(&mut s, "vm_area_dup");
         }
         k.yield_now("dup_mmap:vm_area_dup").await;
+        // dup_userfaultfd() clears VM_UFFD_MISSING through vm_flags_reset(), which asserts the
+        // child's lock.
+        crate::vma::mm_assert_write_locked(k, mm, "dup_userfaultfd");
         let has_anon = {
             let mut s = k.st();
             let tmp = vm_area_dup(&mut s, mpnt, mm);
             let (anon, chain) = (s.vmas[mpnt].anon_vma, s.vmas[mpnt].anon_vma_chain_len);
             let t = &mut s.vmas[tmp];
-            t.vm_flags &= !VM_UFFD_MISSING; // dup_userfaultfd() without EVENT_FORK
+            t.vm_flags &= !VM_UFFD_MISSING; // without UFFD_FEATURE_EVENT_FORK
             t.uffd_ctx = None;
             if anon.is_some() {
                 // anon_vma_fork(): a new anon_vma linked under the parent's
@@ -89,10 +92,10 @@ async fn dup_mmap(k: &Kernel, mm: MmId, oldmm: MmId) -> KResult<i32> {
     Ok(retval)
 }
 
-/// `mm/memory.c:copy_pte_range()` for each table of the VMA.
+/// `mm/memory.c:copy_page_range()` (v6.6): `copy_pte_range()` for each table of the VMA;
+/// asserts the source mm write-locked (the child's is asserted by `vm_flags_reset`).
 async fn copy_page_range(k: &Kernel, dst_mm: MmId, src_mm: MmId, src_vma: VmaId) -> KResult<()> {
     crate::vma::mm_assert_write_locked(k, src_mm, "copy_page_range");
-    crate::vma::mm_assert_write_locked(k, dst_mm, "copy_page_range");
     let (start, end) = k.vma_range(src_vma);
     for (t, first, stop) in table_ranges(start, end) {
         if k.st().mm(src_mm).pmd[t].is_none() {

@@ -34,7 +34,7 @@ pub fn madvise_has_hole(pieces: &[(VmaId, Page, Page)], start: Page, end: Page) 
 
 /// `madvise(MADV_DONTNEED)`: zap each VMA piece under `mmap_lock` read; -ENOMEM if the range
 /// has a hole (the mapped parts are still zapped).
-pub async fn madvise_dontneed(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
+pub async fn do_madvise_dontneed(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
     let end = start + npages;
     mmap_read_lock(k, mm).await?;
     let pieces = madvise_walk(&k.st(), mm, start, end);

@@ -178,7 +178,7 @@ enum Added {
 
 /// `mm/migrate.c:do_pages_move()` for one page to another node: 0 migrated, 1 not migrated,
 /// or -EFAULT/-ENOENT/-EACCES/-EBUSY from `add_page_for_migration`.
-pub async fn do_move_pages(k: &Kernel, mm: MmId, page: Page) -> KResult<i32> {
+pub async fn do_pages_move(k: &Kernel, mm: MmId, page: Page) -> KResult<i32> {
     mmap_read_lock(k, mm).await?;
     let added = add_page_for_migration(k, mm, page).await?;
     mmap_read_unlock(&mut k.st(), mm);

@@ -18,7 +18,7 @@ use crate::objects::{
     Kernel, MmId, Page, PteKind, State, TableId, VmaId, NR_TABLES, PTE_NONE, TABLE_PAGES,
     VM_ACCESS_FLAGS, VM_ACCOUNT, VM_GROWSDOWN, VM_WRITE,
 };
-use crate::pgtable::{free_pte_table, pte_offset_map_lock, pte_unmap_unlock, ptep_get, set_pte_at};
+use crate::pgtable::{free_pte_range, pte_offset_map_lock, pte_unmap_unlock, ptep_get, set_pte_at};
 use crate::primitives::KResult;
 use crate::rcu::vm_area_free;
 use crate::swap::free_swap_and_cache;
@@ -114,7 +114,7 @@ pub fn free_pgtables(s: &mut State, mm: MmId, vmas: &[VmaId], floor: Page, ceili
             .iter()
             .any(|&v| s.vmas[v].vm_start < hi && lo < s.vmas[v].vm_end);
         if lo >= floor && hi <= ceiling && used {
-            free_pte_table(s, mm, t);
+            free_pte_range(s, mm, t);
         }
     }
 }
@@ -123,7 +123,7 @@ pub fn free_pgtables(s: &mut State, mm: MmId, vmas: &[VmaId], floor: Page, ceili
 // munmap
 
 /// `mm/mmap.c:__vm_munmap()` (v6.6) with `unlock = true`.
-pub async fn vm_munmap(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
+pub async fn sys_munmap(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
     let end = start + npages;
     if end > k.st().nr_pages {
         return Ok(EINVAL);
@@ -238,7 +238,13 @@ async fn unmap_region(
 // mmap
 
 /// `mmap(addr, n, prot, MAP_FIXED|MAP_PRIVATE|MAP_ANONYMOUS[|MAP_GROWSDOWN])`.
-pub async fn do_mmap(k: &Kernel, mm: MmId, addr: Page, npages: Page, prot: u32) -> KResult<i64> {
+pub async fn vm_mmap_pgoff(
+    k: &Kernel,
+    mm: MmId,
+    addr: Page,
+    npages: Page,
+    prot: u32,
+) -> KResult<i64> {
     let end = addr + npages;
     if end > k.st().nr_pages {
         return Ok(i64::from(ENOMEM));

@@ -17,7 +17,7 @@ use crate::vma_merge::{vma_merge, MergeArgs};
 
 /// `mm/mprotect.c:do_mprotect_pkey()` (v6.6): -ENOMEM at the first hole (the VMAs before it
 /// are already changed).
-pub async fn do_mprotect(
+pub async fn do_mprotect_pkey(
     k: &Kernel,
     mm: MmId,
     start: Page,

@@ -5,13 +5,13 @@ use crate::case::{Op, OpKind};
 use crate::device::dmirror_migrate_to_device;
 use crate::fault::user_access;
 use crate::fork::do_fork;
-use crate::madvise::madvise_dontneed;
-use crate::migrate::do_move_pages;
-use crate::mmap::{do_mmap, vm_munmap};
-use crate::mprotect::do_mprotect;
+use crate::madvise::do_madvise_dontneed;
+use crate::migrate::do_pages_move;
+use crate::mmap::{sys_munmap, vm_mmap_pgoff};
+use crate::mprotect::do_mprotect_pkey;
 use crate::objects::Kernel;
 use crate::primitives::{model_error, KResult};
-use crate::reclaim::madvise_pageout;
+use crate::reclaim::do_madvise_pageout;
 use crate::userfaultfd::{userfaultfd_copy, userfaultfd_register, userfaultfd_unregister};
 
 pub const ESRCH: i64 = -3;
@@ -26,12 +26,12 @@ pub async fn do_op(k: &Kernel, op: Op) -> KResult<i64> {
     let r = match op.kind {
         OpKind::Read => user_access(k, mm, page, false, 0).await?,
         OpKind::Write => user_access(k, mm, page, true, value).await?,
-        OpKind::Mmap => do_mmap(k, mm, page, n, prot).await?,
-        OpKind::Munmap => i64::from(vm_munmap(k, mm, page, n).await?),
-        OpKind::Mprotect => i64::from(do_mprotect(k, mm, page, n, prot).await?),
-        OpKind::MadviseDontneed => i64::from(madvise_dontneed(k, mm, page, n).await?),
-        OpKind::MadvisePageout => i64::from(madvise_pageout(k, mm, page, n).await?),
-        OpKind::Migrate => i64::from(do_move_pages(k, mm, page).await?),
+        OpKind::Mmap => vm_mmap_pgoff(k, mm, page, n, prot).await?,
+        OpKind::Munmap => i64::from(sys_munmap(k, mm, page, n).await?),
+        OpKind::Mprotect => i64::from(do_mprotect_pkey(k, mm, page, n, prot).await?),
+        OpKind::MadviseDontneed => i64::from(do_madvise_dontneed(k, mm, page, n).await?),
+        OpKind::MadvisePageout => i64::from(do_madvise_pageout(k, mm, page, n).await?),
+        OpKind::Migrate => i64::from(do_pages_move(k, mm, page).await?),
         OpKind::ToDevice => i64::from(dmirror_migrate_to_device(k, mm, page).await?),
         OpKind::UffdRegister => i64::from(userfaultfd_register(k, mm, page, n).await?),
         OpKind::UffdUnregister => i64::from(userfaultfd_unregister(k, mm, page, n).await?),

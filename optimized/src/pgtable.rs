@@ -2,7 +2,7 @@
 //!
 //! One PTE table per `PTRS_PER_TABLE` pages; the PMD slot of a table is empty or points at it
 //! (MODEL.md §1). `pte_alloc` installs a table under `mm->page_table_lock` (`pmd_install`);
-//! `free_pte_table` (from `free_pgtables`) empties the slot and poisons the table.
+//! `free_pte_range` (from `free_pgtables`) empties the slot and poisons the table.
 //!
 //! | rule                       | when                                                        |
 //! |----------------------------|-------------------------------------------------------------|
@@ -136,7 +136,7 @@ pub async fn pte_alloc(k: &Kernel, mm: MmId, page: Page) -> KResult<()> {
 }
 
 /// Free table `t` (`free_pte_range`): its PTEs must all be none; poison it.
-pub fn free_pte_table(s: &mut State, mm: MmId, t: usize) {
+pub fn free_pte_range(s: &mut State, mm: MmId, t: usize) {
     let Some(table) = s.mm(mm).pmd[t] else {
         return;
     };

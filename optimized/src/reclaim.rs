@@ -18,11 +18,11 @@ use crate::pgtable::{pte_offset_map_lock, pte_unmap_unlock, ptep_get, set_pte_at
 use crate::primitives::KResult;
 use crate::rmap::{folio_referenced, try_to_unmap};
 use crate::swap::{
-    add_to_swap_cache, delete_from_swap_cache, folio_free_swap, get_swap_page, swap_writepage,
+    add_to_swap_cache, delete_from_swap_cache, folio_alloc_swap, folio_free_swap, swap_writepage,
 };
 
 /// `madvise(MADV_PAGEOUT)` under `mmap_lock` read; -ENOMEM if the range has a hole.
-pub async fn madvise_pageout(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
+pub async fn do_madvise_pageout(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
     let end = start + npages;
     mmap_read_lock(k, mm).await?;
     let pieces = madvise_walk(&k.st(), mm, start, end);
@@ -124,7 +124,7 @@ async fn shrink_one(k: &Kernel, folio: FolioId) -> KResult<Shrunk> {
     if k.st().folios[folio as usize].swapcache < 0 {
         // add_to_swap()
         let mut s = k.st();
-        let slot = get_swap_page(&mut s.swap);
+        let slot = folio_alloc_swap(&mut s.swap);
         if slot < 0 {
             return Ok(Shrunk::Keep(true));
         }

@@ -31,7 +31,7 @@ fn slot_index(slot: i32) -> usize {
 // Slots (mm/swapfile.c)
 
 /// `folio_alloc_swap()`: the lowest free slot with `SWAP_HAS_CACHE` set, or -1.
-pub fn get_swap_page(si: &mut SwapInfo) -> i32 {
+pub fn folio_alloc_swap(si: &mut SwapInfo) -> i32 {
     match si.slots.iter().position(crate::objects::SwapSlot::is_free) {
         Some(i) => {
             si.slots[i].has_cache = true;

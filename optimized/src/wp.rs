@@ -95,6 +95,10 @@ pub async fn wp_page_copy(k: &Kernel, vmf: &mut Vmf, old: Option<FolioId>) -> KR
         let data = old.map_or(0, |f| s.folios[f as usize].data); // __wp_page_copy_user()
         s.alloc_folio(data, false, "wp_page_copy")
     };
+    might_sleep(&mut k.st(), "mmu_notifier_invalidate_range_start");
+    // [S], after the memcg charge.
+    k.yield_now("wp_page_copy:mmu_notifier_invalidate_range_start")
+        .await;
     let table = pte_offset_map_lock(k, mm, page).await?;
     let mut s = k.st();
     let mut copied = false;
