@@ -35,7 +35,7 @@ from typing import Any, TextIO
 
 from fuzz.case import Case, Schedule, Strategy, decode_strict, encode
 from fuzz.findings import DEFAULT_DIR
-from fuzz.gen import random_case
+from fuzz.gen import random_case, spread_seed
 from fuzz.harness import BENIGN, FINDING, Verdict, check_case
 from fuzz.mutate import crossover, mutate
 from fuzz.record import RunRecord
@@ -131,11 +131,8 @@ def program_key(case: Case) -> str:
 
 
 def worker_seed(seed: int, wid: int) -> int:
-    """Worker `wid`'s PRNG seed. SplitMix64 advances its state by a constant, so streams that
-    start at nearby states (seed + 1, or seed + worker) are shifted copies of one another: the
-    campaign seed and the worker id go through the output function first, which spreads them
-    over the whole state space."""
-    return SplitMix64(SplitMix64(seed).next_u64() ^ (wid << 32 | wid)).next_u64()
+    """Worker `wid`'s PRNG seed (`fuzz.gen.spread_seed`: no two streams are shifted copies)."""
+    return spread_seed(seed, wid << 32 | wid)
 
 
 class _Worker:

@@ -97,6 +97,7 @@ FLAG_UFFD_MONITOR = 2
 
 PROT_READ = 1
 PROT_WRITE = 2
+RW = PROT_READ | PROT_WRITE  # the usual anonymous mapping
 MAP_GROWSDOWN = 4
 
 

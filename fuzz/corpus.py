@@ -511,8 +511,15 @@ def _cmd_seek(args: argparse.Namespace) -> int:
 
     cases = load_case_file(args.file)
     found = seek(cases[0], frozenset(args.landmarks), args.engine, args.tries)
+    shown = 0
     for sched in itertools.islice(found, args.max):
         print(format_schedule(sched))
+        shown += 1
+    if not shown:
+        raise CorpusError(
+            f"no schedule in {args.tries} tries reaches {' '.join(sorted(args.landmarks))} "
+            "(a misspelled landmark reaches nothing)"
+        )
     return 0
 
 

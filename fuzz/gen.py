@@ -27,7 +27,7 @@ from fuzz.case import (
     MAX_PAGES,
     MAX_THREADS,
     PROT_READ,
-    PROT_WRITE,
+    RW,
     Case,
     Op,
     OpKind,
@@ -35,9 +35,8 @@ from fuzz.case import (
 )
 from reference.sched import SplitMix64
 
-__all__ = ["Draw", "random_case", "random_schedule", "random_thread_op"]
+__all__ = ["Draw", "random_case", "random_schedule", "random_thread_op", "spread_seed"]
 
-RW = PROT_READ | PROT_WRITE
 
 # Relative weights of the thread op kinds.
 _WEIGHTS: tuple[tuple[OpKind, int], ...] = (
@@ -202,6 +201,21 @@ def random_thread_op(d: Draw, nthreads: int, forked: bool) -> Op:
     return Op(kind, mm, start, size)
 
 
+def spread_seed(seed: int, salt: int) -> int:
+    """A 64-bit seed for stream `salt` of `seed`. SplitMix64 advances its state by a constant,
+    so streams started at nearby states (seed + 1, or seed + worker) would be shifted copies of
+    one another: `seed` goes through the output function first, which spreads nearby seeds
+    over the whole state space, then the salt does the same for the streams of one seed."""
+    return SplitMix64(SplitMix64(seed).next_u64() ^ salt).next_u64()
+
+
+# The concurrent schedules worth generating (also `fuzz.strategies.interesting_schedules`):
+# PCT depth and step-count ranges, and the longest explicit choice list.
+PCT_DEPTHS = (1, 4)
+PCT_STEPS = (20, 400)
+EXPLICIT_CHOICES = 64
+
+
 def random_schedule(d: Draw, serial_fraction: float) -> Schedule:
     """A random schedule: serial with probability `serial_fraction`, else pct/random/explicit."""
     if d.chance(serial_fraction):
@@ -209,7 +223,7 @@ def random_schedule(d: Draw, serial_fraction: float) -> Schedule:
     pick = d.below(5)
     seed = d.rng.next_u64()
     if pick < 2:
-        return Schedule.pct(seed, d.between(1, 4), d.between(20, 400))
+        return Schedule.pct(seed, d.between(*PCT_DEPTHS), d.between(*PCT_STEPS))
     if pick < 4:
         return Schedule.random(seed)
-    return Schedule.explicit(tuple(d.below(256) for _ in range(d.below(64))))
+    return Schedule.explicit(tuple(d.below(256) for _ in range(d.below(EXPLICIT_CHOICES))))

@@ -36,12 +36,14 @@ from fuzz.case import (
     PROFILES,
     PROT_READ,
     PROT_WRITE,
+    RW,
     Case,
     Op,
     OpKind,
     Schedule,
     normalize_op,
 )
+from fuzz.gen import PCT_DEPTHS, PCT_STEPS
 
 __all__ = [
     "Setup",
@@ -120,7 +122,6 @@ def cases(
 # ---------------------------------------------------------------------------------------------
 # Interesting cases
 
-RW = PROT_READ | PROT_WRITE
 
 # Thread op kinds, accesses first and twice (sampled_from shrinks toward the front).
 _KINDS: tuple[OpKind, ...] = (
@@ -233,12 +234,12 @@ def focused_ops(
 
 
 def interesting_schedules(max_choices: int = 32) -> st.SearchStrategy[Schedule]:
-    """Schedules of every strategy, serial first: pct with depth 1..4 over 10..400 steps,
-    random, and explicit choice lists of at most `max_choices` bytes."""
+    """Schedules of every strategy, serial first: pct with the depths and step counts
+    `fuzz.gen` draws from, random, and explicit choice lists of at most `max_choices` bytes."""
     seeds = st.integers(0, 2**64 - 1)
     return st.one_of(
         st.just(Schedule.serial()),
-        st.builds(Schedule.pct, seeds, st.integers(1, 4), st.integers(10, 400)),
+        st.builds(Schedule.pct, seeds, st.integers(*PCT_DEPTHS), st.integers(*PCT_STEPS)),
         st.builds(Schedule.random, seeds),
         st.lists(st.integers(0, 255), max_size=max_choices).map(
             lambda c: Schedule.explicit(tuple(c))

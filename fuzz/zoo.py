@@ -46,7 +46,7 @@ from typing import TextIO
 
 from fuzz import argtypes, campaign
 from fuzz.case import Case, Schedule, format_case
-from fuzz.gen import random_case
+from fuzz.gen import random_case, spread_seed
 from fuzz.harness import UnknownMutantError, check_case, check_mutant, resolved_case
 from fuzz.minimize import minimize
 from reference.sched import SplitMix64
@@ -171,11 +171,8 @@ class Row:
 
 
 def trial_seed(seed: int, method: str) -> int:
-    """A 64-bit seed for `method`'s trial number `seed`. SplitMix64 streams started at nearby
-    states are shifted copies of one another (the state advances by a constant), so nearby
-    seeds are first spread over the whole state space."""
-    salt = 0xF022 if method == "fuzz" else 0xB45E
-    return SplitMix64((seed << 16) ^ salt).next_u64()
+    """A 64-bit seed for `method`'s trial number `seed` (`fuzz.gen.spread_seed`)."""
+    return spread_seed(seed, 0xF022 if method == "fuzz" else 0xB45E)
 
 
 def campaign_seeds() -> tuple[bytes, ...]:

@@ -149,6 +149,16 @@ def test_seek_prints_schedule_lines(
     assert case.schedule.strategy != 0
 
 
+def test_seek_that_finds_nothing_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "s.case"
+    path.write_text(SCENARIO)
+    status, out, err = run(capsys, "seek", str(path), "NO_SUCH_LANDMARK", "--tries", "2")
+    assert status == 2 and out == ""
+    assert "no schedule in 2 tries reaches NO_SUCH_LANDMARK" in err and err.count("\n") == 1
+
+
 def test_harvest_writes_case_files(
     capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
 ) -> None:

@@ -36,6 +36,7 @@ from fuzz.case import (
     MAX_OPS_PER_PART,
     PROT_READ,
     PROT_WRITE,
+    RW,
     Case,
     Op,
     OpKind,
@@ -48,7 +49,6 @@ from fuzz.strategies import distinct_values, focused_ops, interesting_schedules
 
 MAX_THREADS = 4  # of the format's 6: keeps a CI run within its time budget
 MAX_FORKS = 3  # four address spaces at most
-RW = PROT_READ | PROT_WRITE
 KINDS = tuple(k for k in OpKind if k not in (OpKind.FORK, OpKind.KILL))  # those have own rules
 PREPARE = (OpKind.WRITE, OpKind.MADVISE_PAGEOUT, OpKind.TO_DEVICE, OpKind.UFFD_REGISTER)
 

@@ -28,7 +28,13 @@ fn u64s(v: &Value) -> Vec<u64> {
 
 #[test]
 fn splitmix64_matches_python() {
-    for entry in vectors()["splitmix64"].as_array().expect("entries") {
+    let entries = vectors()["splitmix64"].as_array().expect("entries").clone();
+    assert!(
+        entries.len() >= 3,
+        "only {} splitmix64 vectors",
+        entries.len()
+    );
+    for entry in &entries {
         let mut rng = SplitMix64::new(hex_u64(&entry["seed"]));
         for out in entry["outputs"].as_array().expect("outputs") {
             assert_eq!(rng.next_u64(), hex_u64(out), "seed {}", entry["seed"]);
