@@ -458,19 +458,22 @@ def divergences(case: Case, ref: RunRecord, opt: RunRecord) -> tuple[str, ...]:
 
 
 def skipped_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
-    """In a run that ended normally every operation runs, except a thread's operations after
-    one of them hung (asleep on userfaultfd when the run ended) or once the thread was
-    killed, and the post part when a thread hung. Any other skipped operation was lost. (A
+    """In a run that ended normally every operation runs, except a task's operations after
+    one of them hung (asleep on userfaultfd when the run ended: a thread's, or the main task's
+    in setup and post), a thread's once it was killed, and the post part when a thread hung.
+    Any other skipped operation was lost. (A
     run the engine stopped on a violation that would corrupt it, MODEL.md §4.2, skips the rest
     by design: that violation is the finding.)"""
     if rec.status != STATUS_OK or rec.extra.get("stopped"):
         return []
     killed = {op.target for _, _, op in case.all_ops() if op.kind is OpKind.KILL}
-    hung: set[tuple[str, int]] = set()
+    hung: set[tuple[str, int]] = set()  # tasks with a hung op: ("thread", t) or ("main", 0)
     for o, (part, t, op) in zip(rec.ops, case.all_ops(), strict=False):
+        who = ("thread", t) if part == "thread" else ("main", 0)  # main runs setup and post
         if o.result == RES_NOT_RUN:
-            excused = (part, t) in hung or t in killed if part == "thread" else bool(hung)
-            if part != "setup" and excused:
+            excused = who in hung or (part == "thread" and t in killed)
+            # The post part starts once every thread is done: a hung thread holds it back.
+            if excused or (part == "post" and any(w[0] == "thread" for w in hung)):
                 continue
             return [
                 Finding(
@@ -485,7 +488,7 @@ def skipped_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
                 )
             ]
         if o.result == RES_HUNG:
-            hung.add((part, t))
+            hung.add(who)
     return []
 
 

@@ -245,3 +245,27 @@ def test_an_invalid_case_is_a_format_error_not_a_crash_finding() -> None:
     bad = replace(CASE, threads=((Op(OpKind.READ, page=20),),))
     with pytest.raises(CaseFormatError):
         check_case(bad)
+
+
+def test_a_hung_setup_op_excuses_the_rest_of_the_main_task() -> None:
+    # The setup write blocks on userfaultfd with no monitor: the main task never gets to the
+    # next setup op or to post, while the thread runs on.
+    case = parse_case(
+        """
+        pages 3
+        monitor off
+        setup:
+          mmap mm0 0+3 rw
+          uffd_register mm0 1+2
+          write mm0 1 0x102
+          madvise_pageout mm0 2+1
+        thread 0:
+          madvise_pageout mm0 0+2
+        post:
+          read mm0 1
+        schedule serial
+        """
+    )
+    rec = reference.run(case)
+    assert [o.result for o in rec.ops][2:4] == [RES_HUNG, RES_NOT_RUN]
+    assert harness.skipped_findings("reference", case, rec) == []
