@@ -492,9 +492,34 @@ def skipped_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
     return []
 
 
+def record_problems(case: Case, rec: RunRecord) -> list[str]:
+    """Shape checks on a record, independent of the kernel logic: one record per op in case
+    order (the uffd monitor's after them), steps in order, results only for ops that ran,
+    snapshots exactly under the serial strategy, an image of every page."""
+    out = []
+    n = case.op_count()
+    if [o.index for o in rec.ops[:n]] != list(range(n)):  # the monitor's follow
+        out.append(f"{len(rec.ops)} op records for the case's {n} ops, or out of order")
+    for o in rec.ops:
+        if o.response >= 0 and (o.invoke < 0 or o.response < o.invoke):
+            out.append(f"op {o.index}: response {o.response} before invoke {o.invoke}")
+        if o.invoke < 0 and o.result != RES_NOT_RUN:
+            out.append(f"op {o.index}: never invoked but result {o.result}")
+    serial = case.schedule.strategy is Strategy.SERIAL and any(o.invoke >= 0 for o in rec.ops)
+    if rec.status == STATUS_OK and serial != bool(rec.snapshots):
+        out.append(f"{len(rec.snapshots)} snapshots under strategy {case.schedule.strategy.name}")
+    if any(mm is not None and len(mm) != case.nr_pages for mm in rec.image):
+        out.append(f"a memory image that is not {case.nr_pages} pages long")
+    return out
+
+
 def engine_findings(engine: str, case: Case, rec: RunRecord, notes: list[str]) -> list[Finding]:
     """The oracles that judge one engine's run on its own (contract, liveness,
-    linearizability); an undecided linearizability search adds a line to `notes`."""
+    linearizability); an undecided linearizability search adds a line to `notes`. A record
+    of the wrong shape is a crash finding, and the other oracles do not read it."""
+    bad = record_problems(case, rec)
+    if bad:
+        return [Finding("crash", "bad-record", engine, "run", (), "; ".join(bad[:3]), rec.steps)]
     found = contract_findings(engine, rec) + liveness_findings(engine, rec)
     found += skipped_findings(engine, case, rec)
     lin = linearizability_finding(engine, case, rec)

@@ -155,6 +155,7 @@ def _patched(monkeypatch: pytest.MonkeyPatch, ref: object, opt: object) -> None:
 
 def test_check_case_verdicts(monkeypatch: pytest.MonkeyPatch, clean: RunRecord) -> None:
     concurrent = replace(CASE, schedule=Schedule.explicit([1, 0, 1]))
+    clean = replace(clean, snapshots=())  # a concurrent run takes no snapshots
     _patched(monkeypatch, clean, clean)
     assert check_case(concurrent).kind == PASS
     mig = next(o for o in clean.ops if o.op.kind is OpKind.MIGRATE)
@@ -269,3 +270,13 @@ def test_a_hung_setup_op_excuses_the_rest_of_the_main_task() -> None:
     rec = reference.run(case)
     assert [o.result for o in rec.ops][2:4] == [RES_HUNG, RES_NOT_RUN]
     assert harness.skipped_findings("reference", case, rec) == []
+
+
+def test_a_record_of_the_wrong_shape_is_a_crash_finding(clean: RunRecord) -> None:
+    assert harness.record_problems(CASE, clean) == []
+    short = replace(clean, image=tuple(mm[:-1] if mm else mm for mm in clean.image))
+    (f,) = harness.engine_findings("optimized", CASE, short, [])
+    assert (f.oracle, f.rule) == ("crash", "bad-record") and "image" in f.message
+    missing = replace(clean, ops=clean.ops[:-1])
+    (f,) = harness.engine_findings("optimized", CASE, missing, [])
+    assert "op records" in f.message

@@ -28,32 +28,13 @@ from collections import Counter
 
 import reference
 from fuzz import argtypes
-from fuzz.case import Case, Strategy
+from fuzz.case import Case
 from fuzz.gen import random_case
 from fuzz.harness import engine_findings
 from fuzz.linearize import UNDECIDED
 from fuzz.record import (
-    RES_NOT_RUN,
-    STATUS_OK,
     RunRecord,
 )
-
-
-def record_problems(case: Case, rec: RunRecord) -> list[str]:
-    """Shape checks on a record (independent of the kernel logic)."""
-    out = []
-    n = case.op_count()
-    if [o.index for o in rec.ops[:n]] != list(range(n)):
-        out.append("op records do not cover the case in order")
-    for o in rec.ops:
-        if o.response >= 0 and (o.invoke < 0 or o.response < o.invoke):
-            out.append(f"op {o.index}: response {o.response} before invoke {o.invoke}")
-        if o.invoke < 0 and o.result != RES_NOT_RUN:
-            out.append(f"op {o.index}: never invoked but result {o.result}")
-    serial = case.schedule.strategy is Strategy.SERIAL and any(o.invoke >= 0 for o in rec.ops)
-    if rec.status == STATUS_OK and serial != bool(rec.snapshots):
-        out.append(f"snapshots: {len(rec.snapshots)} under strategy {case.schedule.strategy.name}")
-    return out
 
 
 def check_one(
@@ -64,7 +45,6 @@ def check_one(
     An undecided linearizability search is reported with oracle `UNDECIDED`."""
     notes: list[str] = []
     problems = [(f.oracle, f.headline()) for f in engine_findings(engine, case, rec, notes)]
-    problems += [("record", p) for p in record_problems(case, rec)]
     problems += [(UNDECIDED, note) for note in notes]
     return problems
 
