@@ -17,9 +17,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import reference
-from fuzz.bench.reference_stress import record_problems
 from fuzz.case import Case, Schedule
 from fuzz.gen import random_case
+from fuzz.harness import record_problems
 from fuzz.linearize import check_record
 from fuzz.record import RES_NOT_RUN, STATUS_OK, RunRecord
 from fuzz.strategies import cases
