@@ -18,6 +18,7 @@ from fuzz.case import decode, encode, parse_case
 from fuzz.cli import bundled_examples
 from fuzz.findings import list_findings
 from fuzz.harness import FINDING, check_case
+from tests.test_optimized_api import ASYNC_SWAPIN
 
 pytest.importorskip("atheris")
 
@@ -28,19 +29,7 @@ TIMEOUT = 300
 
 # An asynchronous swap-in under the VMA lock: the fault returns VM_FAULT_RETRY, and Z18 then
 # releases the VMA lock a second time.
-Z18_CASE = """\
-pages 4
-swap async
-setup:
-  mmap mm0 0+1 rw
-  write mm0 0 0x2a
-  madvise_pageout mm0 0+1
-  read mm0 0
-  madvise_pageout mm0 0+1
-thread 0:
-  read mm0 0
-schedule serial
-"""
+Z18_CASE = ASYNC_SWAPIN
 
 
 def run_target(
