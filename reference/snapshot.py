@@ -25,6 +25,8 @@ pte.outside-vma             every non-none PTE lies inside a VMA of its mm
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from fuzz.record import MmSnap, PageImage, PteSnap, Snapshot, VmaSnap
 from reference.objects import (
     PTE_DEVICE_PRIVATE,
@@ -42,6 +44,23 @@ from reference.objects import (
     Pte,
 )
 from reference.primitives import Current, Lock
+
+# Snapshot parts are immutable values that repeat from one snapshot (and run) to the next: one
+# object per distinct row, as building a frozen dataclass costs several times a dict lookup.
+_T = TypeVar("_T")
+_ROWS: dict[tuple[object, ...], object] = {}
+_ROWS_MAX = 1 << 16
+
+
+def _row(cls: type[_T], *fields: object) -> _T:
+    """``cls(*fields)``, shared with every earlier equal row."""
+    key = (cls, *fields)
+    obj = _ROWS.get(key)
+    if obj is None:
+        if len(_ROWS) >= _ROWS_MAX:
+            _ROWS.clear()
+        obj = _ROWS[key] = cls(*fields)
+    return obj  # type: ignore[return-value]
 
 
 def pte_at(mm: Mm, page: int) -> Pte | None:
@@ -78,7 +97,8 @@ def memory_image(k: Kernel) -> tuple[tuple[PageImage, ...] | None, ...]:
             populated = pte is not None and pte.kind != PTE_NONE
             value = pte_data(k, pte) if populated and pte is not None else 0
             pages.append(
-                PageImage(
+                _row(
+                    PageImage,
                     flags is not None,
                     (flags or 0) & VM_ACCESS_FLAGS,
                     bool((flags or 0) & VM_UFFD_MISSING),
@@ -106,6 +126,9 @@ def _number_folios(k: Kernel) -> dict[int, int]:
     return ids
 
 
+_NO_PTE = PteSnap(PTE_NONE, 0, False, -1)
+
+
 def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
     ids = _number_folios(k)
     folios_by_id = {f.id: f for f in k.folios.values()}
@@ -115,7 +138,8 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
             mms.append(None)
             continue
         vmas = tuple(
-            VmaSnap(
+            _row(
+                VmaSnap,
                 v.vm_start,
                 v.vm_end,
                 v.vm_flags & VM_ACCESS_FLAGS,
@@ -129,13 +153,13 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
         for page in range(k.nr_pages):
             pte = pte_at(mm, page)
             if pte is None or pte.kind == PTE_NONE:
-                ptes.append(PteSnap(PTE_NONE, 0, False, -1))
+                ptes.append(_NO_PTE)
                 continue
             if pte.kind == PTE_SWAP:
                 ref = pte.slot
             else:
                 ref = ids[pte.folio.id] if pte.folio is not None else -1
-            ptes.append(PteSnap(pte.kind, pte_data(k, pte), pte.writable, ref))
+            ptes.append(_row(PteSnap, pte.kind, pte_data(k, pte), pte.writable, ref))
         mms.append(MmSnap(vmas, tuple(ptes)))
     order = sorted(ids, key=ids.__getitem__)
     folios = tuple(

@@ -144,6 +144,28 @@ def test_drawn_ops_are_canonical(pages_and_op: tuple[int, pycase.Op]) -> None:
     Case(threads=((op,),), nr_pages=nr_pages).validate()
 
 
+def _canonical_by_normalizing(op: pycase.Op, nr_pages: int) -> bool:
+    """The definition `fuzz.case._canonical_op` computes without building an op."""
+    canon = pycase.normalize_op(op.kind, op.mm, op.page, op.npages, op.prot, op.value, nr_pages)
+    return canon == op and (
+        0 <= op.mm < pycase.MAX_MMS
+        and 0 <= op.page < nr_pages
+        and (1 <= op.npages <= nr_pages if op.kind in pycase._RANGE_KINDS else op.npages == 0)
+        and 0 <= op.value <= 0xFFFF
+    )
+
+
+FIELD = st.integers(-2, 9) | st.integers(-(1 << 17), 1 << 17)
+
+
+@given(st.sampled_from(pycase.OpKind), FIELD, FIELD, FIELD, FIELD, FIELD, st.integers(1, 16))
+def test_canonical_op_check_matches_normalize_op(
+    kind: pycase.OpKind, mm: int, page: int, npages: int, prot: int, value: int, nr_pages: int
+) -> None:
+    op = pycase.Op(kind, mm, page, npages, prot, value)
+    assert pycase._canonical_op(op, nr_pages) == _canonical_by_normalizing(op, nr_pages)
+
+
 @given(schedules())
 def test_drawn_schedules_are_canonical(schedule: pycase.Schedule) -> None:
     Case(threads=((),), schedule=schedule).validate()

@@ -6,7 +6,8 @@ operations (`fuzz.gen.random_case` with ``threads=(4, 4), ops_per_thread=(6, 6)`
 
 * cases per second **per core**: cases per CPU-second of this process (`time.process_time`),
   which a loaded machine skews less than wall time (the best of ``--repeat`` passes);
-* where the time goes, measured directly (each stage on its own, outside the profiler): the
+* where the time goes, measured directly (each stage on its own, outside the profiler, with
+  the cyclic garbage collector deferred to the end of each case as `check_case` does): the
   reference engine, the optimized engine split into encoding the case, the native run and the
   conversion of its record, the two linearizability checks, and the rest of the harness;
 * a cProfile summary grouped by component (the functions' own time; a built-in counts for
@@ -29,7 +30,7 @@ import reference
 from fuzz import argtypes, linearize
 from fuzz.case import Case, encode
 from fuzz.gen import random_case
-from fuzz.harness import check_case
+from fuzz.harness import check_case, cyclic_gc_deferred
 
 COMPONENTS = (
     ("reference engine", ("/reference/",)),
@@ -62,19 +63,26 @@ def stages(cases: Sequence[Case], repeat: int) -> list[tuple[str, float]]:
     refs = [reference.run(c) for c in cases]
     opts = [optimized.run(c) for c in cases]
 
-    def lin() -> None:
-        for c, r, o in zip(cases, refs, opts, strict=True):
-            linearize.check_record(c, r)
-            linearize.check_record(c, o)
+    def each(fn: Callable[[int], object]) -> Callable[[], None]:
+        """Run `fn` on every case index under `check_case`'s garbage-collection regime."""
+
+        def run() -> None:
+            for i in range(n):
+                with cyclic_gc_deferred():
+                    fn(i)
+
+        return run
+
+    def lin(i: int) -> None:
+        linearize.check_record(cases[i], refs[i])
+        linearize.check_record(cases[i], opts[i])
 
     total = per_case_us(lambda: [check_case(c) for c in cases], n, repeat)
-    ref = per_case_us(lambda: [reference.run(c) for c in cases], n, repeat)
-    opt = per_case_us(lambda: [optimized.run(c) for c in cases], n, repeat)
-    enc = per_case_us(lambda: [encode(c) for c in cases], n, repeat)
-    native = per_case_us(
-        lambda: [optimized.run_bytes(d, None, False, True) for d in data], n, repeat
-    )
-    lin_us = per_case_us(lin, n, repeat)
+    ref = per_case_us(each(lambda i: reference.run(cases[i])), n, repeat)
+    opt = per_case_us(each(lambda i: optimized.run(cases[i])), n, repeat)
+    enc = per_case_us(each(lambda i: encode(cases[i])), n, repeat)
+    native = per_case_us(each(lambda i: optimized.run_bytes(data[i], None, False, True)), n, repeat)
+    lin_us = per_case_us(each(lin), n, repeat)
     return [
         ("check_case", total),
         ("reference engine (reference.run)", ref),
