@@ -9,7 +9,9 @@ and applies every oracle:
    that fails with -EAGAIN (a refcount check that fails a pass) while an extra reference is
    held from a site where v6.6 holds none legitimately (`LEGITIMATE_REF_SITES`).
 3. **Linearizability** of each engine's history against the per-page sequential spec
-   (`fuzz.linearize`). An undecided search is not a finding; it is counted.
+   (`fuzz.linearize`). An undecided search is not a finding; it is counted. Two results the
+   per-page spec cannot judge are checked on the whole history (`signal_findings`): killed
+   or -EINTR with no SIGKILL sent to the task, and SIGBUS.
 4. **Serial lockstep**, when the schedule is ``serial``: the engines agree exactly after every
    operation (result, then the abstract state snapshot).
 5. **Cross-engine comparison**: per-operation results and the final memory image. A difference
@@ -26,6 +28,7 @@ minimisation and used to deduplicate findings.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import hashlib
@@ -50,7 +53,9 @@ from fuzz.case import (
 )
 from fuzz.record import (
     RES_HUNG,
+    RES_KILLED,
     RES_NOT_RUN,
+    RES_SIGBUS,
     STATUS_DEADLOCK,
     STATUS_LIVELOCK,
     STATUS_OK,
@@ -369,6 +374,59 @@ def linearizability_finding(engine: str, case: Case, rec: RunRecord) -> Finding 
     )
 
 
+EINTR = -errno.EINTR
+
+
+def signal_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
+    """Results only a signal explains, which the per-page spec leaves unconstrained (its
+    unknown results) as they depend on the whole history, not on the page:
+
+    * ``signal-without-kill``: an op ended killed or with -EINTR (a killable sleep broken by
+      a fatal signal), but no SIGKILL had been sent to its task when it returned: no `kill` of
+      its thread ran before its response (a kill that ran returned 0, or ended killed when
+      the thread killed itself). Setup, post and the uffd monitor run on tasks no kill names.
+    * ``sigbus``: an access ended with SIGBUS. Nothing in the model raises it legitimately:
+      `handle_userfault` returns it only for a VMA without a uffd context or a fault that may
+      not retry (user faults always may), and `do_swap_page` only for a folio whose read
+      failed (swap I/O never fails here).
+
+    The first of each is reported."""
+    whos = case.all_ops()
+    kills: dict[int, int] = {}  # thread -> the invocation step of the first kill that ran
+    for o in rec.ops:
+        if o.op.kind is OpKind.KILL and o.result in (0, RES_KILLED):
+            kills[o.op.target] = min(kills.get(o.op.target, o.invoke), o.invoke)
+    out: dict[str, Finding] = {}
+    for o in rec.ops:
+        if o.result in (RES_KILLED, EINTR) and "signal-without-kill" not in out:
+            part, t, _ = whos[o.index] if o.index < len(whos) else ("monitor", 0, None)
+            sent = kills.get(t) if part == "thread" else None
+            if sent is None or (o.response >= 0 and sent > o.response):
+                who = f"t{t}" if part == "thread" else part
+                out["signal-without-kill"] = Finding(
+                    "linearizability",
+                    "signal-without-kill",
+                    engine,
+                    o.op.kind.name.lower(),
+                    _kinds([o.op]),
+                    f"op {o.index} ({who}: {format_op(o.op)}) ended {result_name(o.result)} "
+                    "with no SIGKILL sent to its task",
+                    o.response,
+                )
+        if o.result == RES_SIGBUS and "sigbus" not in out:
+            out["sigbus"] = Finding(
+                "linearizability",
+                "sigbus",
+                engine,
+                o.op.kind.name.lower(),
+                _kinds([o.op]),
+                f"op {o.index} ({format_op(o.op)}) ended with SIGBUS, which nothing in the "
+                "model raises legitimately",
+                o.response,
+            )
+    return list(out.values())
+
+
 def _diff_snapshot(a: object, b: object) -> list[str]:
     fields = ("mms", "folios", "swap", "locks")
     return [f for f in fields if getattr(a, f) != getattr(b, f)]
@@ -523,7 +581,7 @@ def engine_findings(engine: str, case: Case, rec: RunRecord, notes: list[str]) -
     if bad:
         return [Finding("crash", "bad-record", engine, "run", (), "; ".join(bad[:3]), rec.steps)]
     found = contract_findings(engine, rec) + liveness_findings(engine, rec)
-    found += skipped_findings(engine, case, rec)
+    found += skipped_findings(engine, case, rec) + signal_findings(engine, case, rec)
     lin = linearizability_finding(engine, case, rec)
     if isinstance(lin, Finding):
         found.append(lin)

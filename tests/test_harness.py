@@ -25,7 +25,9 @@ from fuzz.harness import (
 )
 from fuzz.record import (
     RES_HUNG,
+    RES_KILLED,
     RES_NOT_RUN,
+    RES_SIGBUS,
     RES_SIGSEGV,
     STATUS_DEADLOCK,
     STATUS_LIVELOCK,
@@ -219,6 +221,96 @@ def test_an_operation_that_never_ran_needs_a_hang_or_a_kill(clean: RunRecord) ->
     # A run stopped on a model-corrupting violation skips the rest by design.
     stopped = replace(lost, extra={**lost.extra, "stopped": True})
     assert harness.skipped_findings("optimized", CASE, stopped) == []
+
+
+def _rules(found: list[Finding]) -> list[tuple[str, str, str]]:
+    return [(f.oracle, f.rule, f.function) for f in found]
+
+
+def test_a_killed_result_needs_a_sigkill_sent_before_it(clean: RunRecord) -> None:
+    assert harness.signal_findings("optimized", CASE, clean) == []
+    read = next(o for o in clean.ops if o.op.kind is OpKind.READ and o.part == "thread")
+    for result in (RES_KILLED, -errno.EINTR):
+        found = harness.signal_findings("optimized", CASE, _with_result(clean, read.index, result))
+        assert _rules(found) == [("linearizability", "signal-without-kill", "read")]
+    setup = clean.ops[1]  # the setup write: no kill reaches the main task
+    found = harness.signal_findings("reference", CASE, _with_result(clean, 1, RES_KILLED))
+    assert _rules(found) == [("linearizability", "signal-without-kill", "write")]
+    assert "setup" in found[0].message and found[0].step == setup.response
+
+
+def test_a_killed_result_is_explained_by_a_kill_of_its_thread_in_time() -> None:
+    case = parse_case(
+        """
+        pages 2
+        setup:
+          mmap mm0 0+2 rw
+        thread 0:
+          write mm0 0 0x1
+          write mm0 1 0x2
+        thread 1:
+          kill t0
+        schedule serial
+        """
+    )
+    ran = reference.run(case)
+    # Serial: thread 0 ran to its end before the kill, which found it gone; say it was sent.
+    kill = replace(ran.ops[3], result=0)
+    rec = replace(ran, ops=(*ran.ops[:3], kill))
+    first, second = rec.ops[1], rec.ops[2]
+    assert kill.op.kind is OpKind.KILL and first.response < kill.invoke
+    # A result that says killed before the kill was sent is no kill's doing ...
+    early = _with_result(rec, first.index, RES_KILLED)
+    (f,) = harness.signal_findings("optimized", case, early)
+    assert f.rule == "signal-without-kill" and f.step == first.response
+    # ... one that returns after it is.
+    late = replace(
+        rec,
+        ops=(
+            *rec.ops[:2],
+            replace(second, response=kill.invoke + 1, result=RES_KILLED),
+            *rec.ops[3:],
+        ),
+    )
+    assert harness.signal_findings("optimized", case, late) == []
+    # A kill that found its thread gone (-ESRCH) sent nothing.
+    gone = replace(late, ops=(*late.ops[:3], replace(kill, result=-errno.ESRCH)))
+    assert _rules(harness.signal_findings("optimized", case, gone)) == [
+        ("linearizability", "signal-without-kill", "write")
+    ]
+
+
+def test_a_thread_that_kills_itself_may_end_killed() -> None:
+    case = parse_case(
+        """
+        pages 1
+        setup:
+          mmap mm0 0+1 rw
+        thread 0:
+          write mm0 0 0x1
+          kill t0
+          read mm0 0
+        schedule serial
+        """
+    )
+    rec = reference.run(case)
+    assert [o.result for o in rec.ops[2:]] == [RES_KILLED, RES_NOT_RUN]
+    assert harness.signal_findings("reference", case, rec) == []
+    assert check_case(case).kind == PASS
+
+
+def test_sigbus_is_a_finding(clean: RunRecord) -> None:
+    read = next(o for o in clean.ops if o.op.kind is OpKind.READ and o.part == "thread")
+    found = harness.signal_findings("optimized", CASE, _with_result(clean, read.index, RES_SIGBUS))
+    assert _rules(found) == [("linearizability", "sigbus", "read")]
+    (f,) = [
+        f
+        for f in harness.engine_findings(
+            "optimized", CASE, _with_result(clean, read.index, RES_SIGBUS), []
+        )
+        if f.rule == "sigbus"
+    ]
+    assert f.step == read.response
 
 
 def test_a_migration_failure_is_blamed_on_any_illegitimate_holder(clean: RunRecord) -> None:
