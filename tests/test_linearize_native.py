@@ -195,6 +195,18 @@ def test_records_beyond_the_mirror_are_left_to_python() -> None:
     assert check_record(case, beyond[0]) == check_record(case, rec, native=False)
     with pytest.raises(IndexError):  # Python's verdict on an image too short for the case
         check_record(case, beyond[3])
+    assert native_verdict(case, rec, 1 << 70) is None
+    assert check_record(case, rec, budget=1 << 70).ok
+    assert native_verdict(replace(case, nr_pages=-1), rec) is None
+
+
+def test_histories_wider_than_the_mirror_are_left_to_python() -> None:
+    reads: list[Row] = [(0, 10 + 2 * i, 11 + 2 * i, "read mm0 0", 5) for i in range(520)]
+    case, rec = make([*SETUP, *reads])
+    assert native_verdict(case, rec) is None
+    assert check_record(case, rec).ok
+    case, rec = make([*SETUP, *reads[:400]])
+    assert agree(case, rec) == OK
 
 
 # ---------------------------------------------------------------------------------------------

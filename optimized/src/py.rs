@@ -349,12 +349,15 @@ fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'
 #[pyfunction]
 fn linearizable(
     py: Python<'_>,
-    nr_pages: usize,
+    nr_pages: &Bound<'_, PyAny>,
     ops: &Bound<'_, PyAny>,
     growths: &Bound<'_, PyAny>,
     image: &Bound<'_, PyAny>,
-    budget: i64,
+    budget: &Bound<'_, PyAny>,
 ) -> PyResult<Option<(&'static str, i64, u64)>> {
+    let (Ok(nr_pages), Ok(budget)) = (nr_pages.extract::<usize>(), budget.extract::<i64>()) else {
+        return Ok(None);
+    };
     let Some(rec) = lin_record(nr_pages, ops, growths, image) else {
         return Ok(None);
     };

@@ -28,8 +28,10 @@ impl Status {
     }
 }
 
-/// The widest history the mirror searches; Python searches wider ones (`search` gives None).
-pub const MAX_SUB_OPS: usize = 1024;
+/// The widest history the mirror searches (`search` gives None beyond). Python's search
+/// recurses once per sub-op linearized, and its recursion limit (1,000 frames) stops it not far
+/// beyond this: wider histories stay Python's, whatever it makes of them.
+pub const MAX_SUB_OPS: usize = 512;
 
 /// `fuzz.linearize.search`: (OK | FAIL | UNDECIDED, number of memo entries), or None when the
 /// history has more than `MAX_SUB_OPS` sub-ops.
@@ -39,8 +41,7 @@ pub fn search(history: &[SubOp<'_>], initial: State, budget: i64) -> Option<(Sta
         0..=64 => Some(Dfs::<1>::new(history, initial, budget).run()),
         65..=128 => Some(Dfs::<2>::new(history, initial, budget).run()),
         129..=256 => Some(Dfs::<4>::new(history, initial, budget).run()),
-        257..=512 => Some(Dfs::<8>::new(history, initial, budget).run()),
-        513..=MAX_SUB_OPS => Some(Dfs::<16>::new(history, initial, budget).run()),
+        257..=MAX_SUB_OPS => Some(Dfs::<8>::new(history, initial, budget).run()),
         _ => None,
     }
 }
