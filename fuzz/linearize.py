@@ -38,6 +38,15 @@ The ops left, with their recorded results, are the minimal failing sub-history r
 by invocation (should they not fail on their own, plain greedy deletion from the whole history
 is used instead). Searches made while explaining are capped at `EXPLAIN_BUDGET` nodes each; a
 step whose search gives up is not taken.
+
+**Native fast path.** `page_histories` and `search` (with `_sub_ops`, `_observers`, `_zaps`,
+`_phases_first` and the successor table) are mirrored in Rust by ``optimized/src/oracle/``
+(``linearize.rs``, ``search.rs``; the spec by ``spec.rs``), decision only, down to the order of
+the search and its memo. `check_record` asks it first (`native_verdict`) and returns its ok as
+is: the same `LinResult`, node count included. A failure or an undecided search is decided
+again here, and explained; so is a record the mirror does not take (a field of an unexpected
+type or range). This module stays normative: change both in the same commit;
+``tests/test_linearize_native.py`` holds them together.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from fuzz import spec
 from fuzz.case import MAP_GROWSDOWN, Case, Op, OpKind, format_op, format_prot
 from fuzz.record import RES_HUNG, RES_KILLED, RES_NOT_RUN, OpRecord, RunRecord, result_name
 from fuzz.spec import INITIAL, State
+from optimized import _native
 
 INF = 1 << 62
 DEFAULT_BUDGET = 1_000_000
@@ -298,9 +308,22 @@ def _sub_ops(rec: OpRecord, whos: list[str], observed: bool, again: int = 0) -> 
 
 
 def check_record(
-    case: Case, record: RunRecord, *, budget: int = DEFAULT_BUDGET, explain: bool = True
+    case: Case,
+    record: RunRecord,
+    *,
+    budget: int = DEFAULT_BUDGET,
+    explain: bool = True,
+    native: bool = True,
 ) -> LinResult:
-    """Check every page of `record`; the first failing page, else undecided, else ok."""
+    """Check every page of `record`; the first failing page, else undecided, else ok.
+
+    With `native` (the default) the Rust mirror decides first (`native_verdict`); its ok is
+    the result, with the same node count. A failure or an undecided search is decided again,
+    and explained, here; so is a record beyond the mirror."""
+    if native:
+        verdict = native_verdict(case, record, budget)
+        if verdict is not None and verdict[0] == OK:
+            return LinResult(OK, nodes=verdict[2], budget=budget)
     nodes = 0
     undecided: LinResult | None = None
     for page, hist in enumerate(page_histories(case, record)):
@@ -311,6 +334,15 @@ def check_record(
         if res.status == UNDECIDED and undecided is None:
             undecided = res
     return replace(undecided or LinResult(OK), nodes=nodes, budget=budget)
+
+
+def native_verdict(
+    case: Case, record: RunRecord, budget: int = DEFAULT_BUDGET
+) -> tuple[str, int, int] | None:
+    """`check_record`'s verdict by the Rust mirror (``optimized/src/oracle``), without an
+    explanation: (status, page, nodes), where page is the failing page, else the first
+    undecided one, else -1; None when the record is beyond the mirror."""
+    return _native.linearizable(case.nr_pages, record.ops, record.growths, record.image, budget)
 
 
 def check_page(

@@ -87,6 +87,12 @@ image of the page, mm by mm (prot compared modulo PROT_READ|PROT_WRITE).
 
 `execute` runs an op serially on a whole address space (one `State` per page), choosing the
 natural result and the first successor; tests and benchmarks generate histories with it.
+
+**Rust mirror.** What the search uses (states, `successors`, `maybe_successors`, `phases`,
+`phase_successors`, `observe`, `natural_result`, `is_known`, `is_inert`) is mirrored by
+``optimized/src/oracle/spec.rs`` for the native fast path of `fuzz.linearize.check_record`.
+This module stays normative; change both in the same commit. ``tests/test_linearize_native.py``
+and the shared vectors ``tests/vectors/spec_vectors.json`` hold them together.
 """
 
 from __future__ import annotations

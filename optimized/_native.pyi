@@ -1,6 +1,9 @@
 """Stubs for the compiled module built from ``optimized/src/py.rs``; keep the two in step."""
 
+from collections.abc import Sequence
 from typing import Any, Final
+
+from fuzz.record import OpRecord, PageImage, StackGrowth
 
 __all__ = [
     "FORMAT_VERSION",
@@ -13,6 +16,7 @@ __all__ = [
     "canonicalize",
     "decode_strict_ok",
     "feature_bucket",
+    "linearizable",
     "run_bytes",
     "toy_features",
     "toy_run",
@@ -84,3 +88,17 @@ def toy_features(
 def feature_bucket(site: str, locks: int, prev: str | None) -> int:
     """The bucket of one interleaving feature: `site` reached holding `locks`, after a switch
     from a task standing at `prev` (None: no switch), as ``reference.sched.feature_bucket``."""
+
+def linearizable(
+    nr_pages: int,
+    ops: tuple[OpRecord, ...],
+    growths: tuple[StackGrowth, ...],
+    image: tuple[Sequence[PageImage] | None, ...],
+    budget: int,
+) -> tuple[str, int, int] | None:
+    """The verdict of ``fuzz.linearize.check_record`` on a record (its case's `nr_pages`, the
+    record's `ops`, `growths` and `image`), without the explanation: ``(status, page, nodes)``,
+    where page is the first failing page, else the first undecided one, else -1, and nodes
+    counts the search's memo entries over the pages searched, as Python counts them. None when
+    the record is beyond the native mirror (a field of an unexpected type or range, an image
+    shorter than the case): Python decides. The GIL is released during the search."""

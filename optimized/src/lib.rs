@@ -6,6 +6,7 @@
 //! the per-VMA lock machinery the reference does not have.
 
 pub mod case;
+pub mod oracle;
 pub mod sched;
 
 pub mod device;

@@ -9,11 +9,15 @@ use std::any::Any;
 use std::panic::{self, UnwindSafe};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
 
 use crate::case;
 use crate::mutant::{Mutant, MUTANTS};
+use crate::oracle::case::{Kind, Op, MAX_MMS, PROT_MASK};
+use crate::oracle::spec::{ImagePage, ImageState};
+use crate::oracle::{self, OpRecord, Record, StackGrowth};
 use crate::record::{MmSnap, PageImage, RunRecord, Snapshot};
 use crate::run::{self, run_with};
 use crate::sched::toys::{run_toy, Toy, ToyWait};
@@ -338,6 +342,139 @@ fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'
     PyTuple::new(py, out)
 }
 
+/// The verdict of `fuzz.linearize.check_record` on a record, without its explanation:
+/// `(status, page, nodes)` (see `oracle::Verdict`), or None when the record is beyond the
+/// native mirror (a field that is not an int of the expected kind, an mm outside 0..=3, an
+/// image too short, ...): then Python decides. The GIL is released during the search.
+#[pyfunction]
+fn linearizable(
+    py: Python<'_>,
+    nr_pages: &Bound<'_, PyAny>,
+    ops: &Bound<'_, PyAny>,
+    growths: &Bound<'_, PyAny>,
+    image: &Bound<'_, PyAny>,
+    budget: &Bound<'_, PyAny>,
+) -> PyResult<Option<(&'static str, i64, u64)>> {
+    let (Ok(nr_pages), Ok(budget)) = (nr_pages.extract::<usize>(), budget.extract::<i64>()) else {
+        return Ok(None);
+    };
+    let Some(rec) = lin_record(nr_pages, ops, growths, image) else {
+        return Ok(None);
+    };
+    let verdict = py.detach(move || guard(move || oracle::check_record(&rec, budget)))?;
+    Ok(verdict.map(|v| (v.status.name(), v.page, v.nodes)))
+}
+
+/// What the checker reads of a record: `RunRecord.ops`, `.growths` and `.image` as tuples of
+/// `OpRecord`, `StackGrowth` and `PageImage` (read by attribute, nothing copied in Python).
+fn lin_record(
+    nr_pages: usize,
+    ops: &Bound<'_, PyAny>,
+    growths: &Bound<'_, PyAny>,
+    image: &Bound<'_, PyAny>,
+) -> Option<Record> {
+    let ops = ops.cast::<PyTuple>().ok()?;
+    let growths = growths.cast::<PyTuple>().ok()?;
+    let image = image.cast::<PyTuple>().ok()?;
+    Some(Record {
+        nr_pages,
+        ops: ops
+            .iter()
+            .map(|o| lin_op_record(&o))
+            .collect::<Option<_>>()?,
+        growths: growths
+            .iter()
+            .map(|g| lin_growth(&g))
+            .collect::<Option<_>>()?,
+        image: if image.is_empty() {
+            None
+        } else {
+            Some(lin_image(image, nr_pages)?)
+        },
+    })
+}
+
+fn int_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> Option<i64> {
+    obj.getattr(name).ok()?.extract().ok()
+}
+
+fn mm_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> Option<usize> {
+    usize::try_from(int_attr(obj, name)?)
+        .ok()
+        .filter(|&mm| mm < MAX_MMS)
+}
+
+fn lin_op_record(o: &Bound<'_, PyAny>) -> Option<OpRecord> {
+    let py = o.py();
+    let op = o.getattr(intern!(py, "op")).ok()?;
+    let kind = op.getattr(intern!(py, "kind")).ok()?;
+    // `fuzz.linearize` tests kinds by identity with `OpKind` members: a plain int is not one.
+    if kind.is_exact_instance_of::<PyInt>() || kind.is_instance_of::<PyBool>() {
+        return None;
+    }
+    Some(OpRecord {
+        index: int_attr(o, intern!(py, "index"))?,
+        op: Op {
+            kind: Kind::from_code(kind.extract().ok()?)?,
+            mm: mm_attr(&op, intern!(py, "mm"))?,
+            page: int_attr(&op, intern!(py, "page"))?,
+            npages: int_attr(&op, intern!(py, "npages"))?,
+            prot: int_attr(&op, intern!(py, "prot"))?,
+            value: int_attr(&op, intern!(py, "value"))?,
+        },
+        invoke: int_attr(o, intern!(py, "invoke"))?,
+        response: int_attr(o, intern!(py, "response"))?,
+        result: int_attr(o, intern!(py, "result"))?,
+    })
+}
+
+fn lin_growth(g: &Bound<'_, PyAny>) -> Option<StackGrowth> {
+    let py = g.py();
+    Some(StackGrowth {
+        step: int_attr(g, intern!(py, "step"))?,
+        mm: mm_attr(g, intern!(py, "mm"))?,
+        start: int_attr(g, intern!(py, "start"))?,
+        end: int_attr(g, intern!(py, "end"))?,
+        prot: int_attr(g, intern!(py, "prot"))?,
+        uffd: int_attr(g, intern!(py, "uffd"))?,
+    })
+}
+
+/// `fuzz.spec.image_state` of every page. Equal pages of an image are often one object
+/// (`RunRecord.from_native` shares them): each object is read once.
+fn lin_image(image: &Bound<'_, PyTuple>, nr_pages: usize) -> Option<Vec<ImageState>> {
+    let py = image.py();
+    let mut out = vec![[None; MAX_MMS]; nr_pages];
+    let mut read: Vec<(*mut pyo3::ffi::PyObject, ImagePage)> = Vec::new();
+    for (mm, pages) in image.iter().take(MAX_MMS).enumerate() {
+        if pages.is_none() {
+            continue;
+        }
+        let pages = pages.cast::<PyTuple>().ok()?;
+        if pages.len() < nr_pages {
+            return None;
+        }
+        for (state, p) in out.iter_mut().zip(pages.iter()) {
+            let known = read.iter().find(|(ptr, _)| *ptr == p.as_ptr());
+            let fields = if let Some(&(_, fields)) = known {
+                fields
+            } else {
+                let fields = [
+                    int_attr(&p, intern!(py, "mapped"))?,
+                    int_attr(&p, intern!(py, "prot"))? & PROT_MASK,
+                    int_attr(&p, intern!(py, "uffd"))?,
+                    int_attr(&p, intern!(py, "populated"))?,
+                    int_attr(&p, intern!(py, "value"))?,
+                ];
+                read.push((p.as_ptr(), fields));
+                fields
+            };
+            state[mm] = Some(fields);
+        }
+    }
+    Some(out)
+}
+
 #[pymodule]
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -355,5 +492,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(toy_run, m)?)?;
     m.add_function(wrap_pyfunction!(toy_features, m)?)?;
     m.add_function(wrap_pyfunction!(feature_bucket, m)?)?;
+    m.add_function(wrap_pyfunction!(linearizable, m)?)?;
     Ok(())
 }

@@ -2,5 +2,6 @@
 
 mod codec;
 mod engine;
+mod oracle;
 mod sched;
 mod vma_lock;
