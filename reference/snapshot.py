@@ -110,28 +110,12 @@ def memory_image(k: Kernel) -> tuple[tuple[PageImage, ...] | None, ...]:
     return tuple(out)
 
 
-def _number_folios(k: Kernel) -> dict[int, int]:
-    ids: dict[int, int] = {}
-    for mm in k.mms:
-        if mm is None or not mm.visible:
-            continue
-        for page in range(k.nr_pages):
-            pte = pte_at(mm, page)
-            if pte is not None and pte.folio is not None and pte.folio.id not in ids:
-                ids[pte.folio.id] = len(ids)
-    for slot in sorted(k.swap.cache):
-        fid = k.swap.cache[slot].id
-        if fid not in ids:
-            ids[fid] = len(ids)
-    return ids
-
-
 _NO_PTE = PteSnap(PTE_NONE, 0, False, -1)
 
 
 def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
-    ids = _number_folios(k)
-    folios_by_id = {f.id: f for f in k.folios.values()}
+    # Folios are numbered as the scan meets them, then the swap cache's in slot order.
+    ids: dict[int, int] = {}
     mms: list[MmSnap | None] = []
     for mm in k.mms:
         if mm is None or not mm.visible:
@@ -155,18 +139,29 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
             if pte is None or pte.kind == PTE_NONE:
                 ptes.append(_NO_PTE)
                 continue
+            folio = pte.folio
+            if folio is not None:
+                ref = ids.get(folio.id)
+                if ref is None:
+                    ref = ids[folio.id] = len(ids)
+            else:
+                ref = -1
             if pte.kind == PTE_SWAP:
                 ref = pte.slot
-            else:
-                ref = ids[pte.folio.id] if pte.folio is not None else -1
             ptes.append(_row(PteSnap, pte.kind, pte_data(k, pte), pte.writable, ref))
         mms.append(MmSnap(vmas, tuple(ptes)))
-    order = sorted(ids, key=ids.__getitem__)
+    cache = k.swap.cache
+    for slot in sorted(cache):
+        fid = cache[slot].id
+        if fid not in ids:
+            ids[fid] = len(ids)
+    live = k.folios
     folios = tuple(
-        (folios_by_id[f].refcount, folios_by_id[f].mapcount) if f in folios_by_id else (0, 0)
-        for f in order
+        (f.refcount, f.mapcount) if (f := live.get(fid)) is not None else (0, 0) for fid in ids
     )
-    swap = tuple((i, s.count, s.has_cache) for i, s in enumerate(k.swap.slots) if not s.is_free())
+    swap = tuple(
+        (i, s.count, s.has_cache) for i, s in enumerate(k.swap.slots) if s.count or s.has_cache
+    )
     return Snapshot(after, tuple(mms), folios, swap, held_locks(k, tasks))
 
 
