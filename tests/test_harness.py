@@ -63,7 +63,7 @@ def clean() -> RunRecord:
 
 
 def _with_result(rec: RunRecord, index: int, result: int) -> RunRecord:
-    ops = tuple(replace(o, result=result) if o.index == index else o for o in rec.ops)
+    ops = tuple(o._replace(result=result) if o.index == index else o for o in rec.ops)
     return replace(rec, ops=ops)
 
 
@@ -255,7 +255,7 @@ def test_a_killed_result_is_explained_by_a_kill_of_its_thread_in_time() -> None:
     )
     ran = reference.run(case)
     # Serial: thread 0 ran to its end before the kill, which found it gone; say it was sent.
-    kill = replace(ran.ops[3], result=0)
+    kill = ran.ops[3]._replace(result=0)
     rec = replace(ran, ops=(*ran.ops[:3], kill))
     first, second = rec.ops[1], rec.ops[2]
     assert kill.op.kind is OpKind.KILL and first.response < kill.invoke
@@ -268,13 +268,13 @@ def test_a_killed_result_is_explained_by_a_kill_of_its_thread_in_time() -> None:
         rec,
         ops=(
             *rec.ops[:2],
-            replace(second, response=kill.invoke + 1, result=RES_KILLED),
+            second._replace(response=kill.invoke + 1, result=RES_KILLED),
             *rec.ops[3:],
         ),
     )
     assert harness.signal_findings("optimized", case, late) == []
     # A kill that found its thread gone (-ESRCH) sent nothing.
-    gone = replace(late, ops=(*late.ops[:3], replace(kill, result=-errno.ESRCH)))
+    gone = replace(late, ops=(*late.ops[:3], kill._replace(result=-errno.ESRCH)))
     assert _rules(harness.signal_findings("optimized", case, gone)) == [
         ("linearizability", "signal-without-kill", "write")
     ]

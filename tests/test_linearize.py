@@ -741,7 +741,7 @@ def test_an_impossible_read_is_caught(history: tuple[Case, RunRecord], data: st.
     # Reads return 0 or a value some write or copy stored; this one is neither.
     never = 1 + max(r.op.value for r in record.ops)
     ops = list(record.ops)
-    ops[victim] = replace(ops[victim], result=never)
+    ops[victim] = ops[victim]._replace(result=never)
     res = check_record(case, replace(record, ops=tuple(ops)))
     assert res.status == FAIL and res.page == ops[victim].op.page
     assert res.history[res.culprit].index == victim, res.describe()

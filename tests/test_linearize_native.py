@@ -66,7 +66,7 @@ def perturbed(rec: RunRecord, rng: random.Random) -> list[RunRecord]:
         i = rng.randrange(len(rec.ops))
         o = rec.ops[i]
         result = rng.choice([*RESULTS, o.op.value, o.op.page, o.result + 1])
-        out.append(replace(rec, ops=(*rec.ops[:i], replace(o, result=result), *rec.ops[i + 1 :])))
+        out.append(replace(rec, ops=(*rec.ops[:i], o._replace(result=result), *rec.ops[i + 1 :])))
     mms = [k for k, m in enumerate(rec.image) if m]
     if mms:
         k = rng.choice(mms)
@@ -186,8 +186,8 @@ def test_records_beyond_the_mirror_are_left_to_python() -> None:
     op = rec.ops[-1]
     beyond = [
         replace(rec, ops=list(rec.ops)),  # not a tuple
-        replace(rec, ops=(*rec.ops[:-1], replace(op, op=replace(op.op, kind=0)))),  # a plain int
-        replace(rec, ops=(*rec.ops[:-1], replace(op, result=1 << 70))),
+        replace(rec, ops=(*rec.ops[:-1], op._replace(op=replace(op.op, kind=0)))),  # a plain int
+        replace(rec, ops=(*rec.ops[:-1], op._replace(result=1 << 70))),
         replace(rec, image=(tuple(PageImage(True, 3, False, True, 5) for _ in range(2)),)),
     ]
     for bad in beyond:

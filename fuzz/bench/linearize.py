@@ -94,7 +94,7 @@ def corrupt(record: RunRecord) -> RunRecord | None:
         return None
     ops = list(record.ops)
     victim = reads[len(reads) // 2]
-    ops[victim] = replace(ops[victim], result=1 + max(r.op.value for r in record.ops))
+    ops[victim] = ops[victim]._replace(result=1 + max(r.op.value for r in record.ops))
     return replace(record, ops=tuple(ops))
 
 

@@ -123,7 +123,7 @@ def make_records(rng: random.Random) -> list[dict[str, Any]]:
         out.append(record_json(case, bad, 1_000_000))
         i = rng.randrange(len(good.ops))
         o = good.ops[i]
-        changed = replace(o, result=rng.choice(RESULTS), response=rng.choice((-1, o.response)))
+        changed = o._replace(result=rng.choice(RESULTS), response=rng.choice((-1, o.response)))
         odd = replace(good, ops=(*good.ops[:i], changed, *good.ops[i + 1 :]))
         if k % 3 == 0:
             grow = StackGrowth(rng.randrange(40), 0, 0, 1, 3, 3, bool(k % 2))
