@@ -39,7 +39,7 @@ it is -1. ``data`` is the data the PTE leads to (a swap PTE: the data in the slo
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypeVar
 
@@ -269,7 +269,9 @@ class RunRecord:
             engine=engine,
             status=status,
             ops=tuple(_op_record(o, case_ops) for o in ops),
-            image=tuple(None if mm is None else _interned_all(PageImage, mm) for mm in image),
+            image=tuple(
+                None if mm is None else tuple(interned(PageImage, r) for r in mm) for mm in image
+            ),
             violations=tuple(Violation(*v) for v in viol),
             snapshots=_snapshots(snaps),
             lock_events=tuple(
@@ -289,12 +291,36 @@ class RunRecord:
 
 
 # ---------------------------------------------------------------------------------------------
-# Converting the native record. Records are immutable values, so equal parts can be one object:
-# a snapshot mostly repeats the previous one's VMAs and PTEs (the native side even passes the
-# same tuple for an unchanged mm), and most pages of an image look alike.
+# Interning. Records are immutable values, so equal parts can be one object: a snapshot mostly
+# repeats the previous one's VMAs and PTEs (the native side even passes the same tuple for an
+# unchanged mm), most pages of an image look alike, and the two engines' records of one case
+# mostly agree. Both engines build these parts through `interned`, so comparing their records
+# (lockstep, divergences) mostly compares identities.
+
+_T = TypeVar("_T")
+_INTERN_MAX = 1 << 16  # rows kept per class before the table starts over
+_INTERNED: dict[type, dict[tuple[Any, ...], Any]] = {}
+
+
+def interned(cls: type[_T], row: tuple[Any, ...]) -> _T:
+    """``cls(*row)`` for an immutable record part (`PageImage`, `VmaSnap`, `PteSnap`): the
+    object built for an equal row earlier in this process, if any. Field types must be
+    consistent per class (a bool field always a bool), as the row is the key."""
+    made = _INTERNED.get(cls)
+    if made is None:
+        made = _INTERNED[cls] = {}
+    obj = made.get(row)
+    if obj is None:
+        if len(made) >= _INTERN_MAX:
+            made.clear()
+        obj = made[row] = cls(*row)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting the native record.
 
 _OP_KINDS = tuple(OpKind)
-_T = TypeVar("_T")
 
 
 def _op_record(o: tuple[Any, ...], case_ops: Sequence[Op]) -> OpRecord:
@@ -307,29 +333,15 @@ def _op_record(o: tuple[Any, ...], case_ops: Sequence[Op]) -> OpRecord:
     return OpRecord(i, part, task, op, inv, resp, res)
 
 
-def _interned_all(cls: Callable[..., _T], rows: Sequence[tuple[Any, ...]]) -> tuple[_T, ...]:
-    """``tuple(cls(*r) for r in rows)``, with one object per distinct row."""
-    made: dict[tuple[Any, ...], _T] = {}
-    out = []
-    for r in rows:
-        obj = made.get(r)
-        if obj is None:
-            obj = made[r] = cls(*r)
-        out.append(obj)
-    return tuple(out)
-
-
 def _snapshots(snaps: Sequence[tuple[Any, ...]]) -> tuple[Snapshot, ...]:
-    vmas: dict[tuple[Any, ...], VmaSnap] = {}
-    ptes: dict[tuple[Any, ...], PteSnap] = {}
     mms: dict[int, MmSnap] = {}  # by id() of the native (vmas, ptes) pair, alive in `snaps`
 
     def mm_snap(m: tuple[Any, ...]) -> MmSnap:
         snap = mms.get(id(m))
         if snap is None:
             snap = mms[id(m)] = MmSnap(
-                tuple(_get(vmas, VmaSnap, v) for v in m[0]),
-                tuple(_get(ptes, PteSnap, p) for p in m[1]),
+                tuple(interned(VmaSnap, v) for v in m[0]),
+                tuple(interned(PteSnap, p) for p in m[1]),
             )
         return snap
 
@@ -337,10 +349,3 @@ def _snapshots(snaps: Sequence[tuple[Any, ...]]) -> tuple[Snapshot, ...]:
         Snapshot(after, tuple(None if m is None else mm_snap(m) for m in mm), folios, swap, lk)
         for (after, mm, folios, swap, lk) in snaps
     )
-
-
-def _get(made: dict[tuple[Any, ...], _T], cls: Callable[..., _T], row: tuple[Any, ...]) -> _T:
-    obj = made.get(row)
-    if obj is None:
-        obj = made[row] = cls(*row)
-    return obj

@@ -25,9 +25,7 @@ pte.outside-vma             every non-none PTE lies inside a VMA of its mm
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-from fuzz.record import MmSnap, PageImage, PteSnap, Snapshot, VmaSnap
+from fuzz.record import MmSnap, PageImage, PteSnap, Snapshot, VmaSnap, interned
 from reference.objects import (
     PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
@@ -44,23 +42,6 @@ from reference.objects import (
     Pte,
 )
 from reference.primitives import Current, Lock
-
-# Snapshot parts are immutable values that repeat from one snapshot (and run) to the next: one
-# object per distinct row, as building a frozen dataclass costs several times a dict lookup.
-_T = TypeVar("_T")
-_ROWS: dict[tuple[object, ...], object] = {}
-_ROWS_MAX = 1 << 16
-
-
-def _row(cls: type[_T], *fields: object) -> _T:
-    """``cls(*fields)``, shared with every earlier equal row."""
-    key = (cls, *fields)
-    obj = _ROWS.get(key)
-    if obj is None:
-        if len(_ROWS) >= _ROWS_MAX:
-            _ROWS.clear()
-        obj = _ROWS[key] = cls(*fields)
-    return obj  # type: ignore[return-value]
 
 
 def pte_at(mm: Mm, page: int) -> Pte | None:
@@ -97,13 +78,15 @@ def memory_image(k: Kernel) -> tuple[tuple[PageImage, ...] | None, ...]:
             populated = pte is not None and pte.kind != PTE_NONE
             value = pte_data(k, pte) if populated and pte is not None else 0
             pages.append(
-                _row(
+                interned(
                     PageImage,
-                    flags is not None,
-                    (flags or 0) & VM_ACCESS_FLAGS,
-                    bool((flags or 0) & VM_UFFD_MISSING),
-                    populated,
-                    value,
+                    (
+                        flags is not None,
+                        (flags or 0) & VM_ACCESS_FLAGS,
+                        bool((flags or 0) & VM_UFFD_MISSING),
+                        populated,
+                        value,
+                    ),
                 )
             )
         out.append(tuple(pages))
@@ -122,14 +105,16 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
             mms.append(None)
             continue
         vmas = tuple(
-            _row(
+            interned(
                 VmaSnap,
-                v.vm_start,
-                v.vm_end,
-                v.vm_flags & VM_ACCESS_FLAGS,
-                bool(v.vm_flags & VM_UFFD_MISSING),
-                bool(v.vm_flags & VM_GROWSDOWN),
-                v.anon_vma is not None,
+                (
+                    v.vm_start,
+                    v.vm_end,
+                    v.vm_flags & VM_ACCESS_FLAGS,
+                    bool(v.vm_flags & VM_UFFD_MISSING),
+                    bool(v.vm_flags & VM_GROWSDOWN),
+                    v.anon_vma is not None,
+                ),
             )
             for v in mm.vmas
         )
@@ -148,7 +133,7 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
                 ref = -1
             if pte.kind == PTE_SWAP:
                 ref = pte.slot
-            ptes.append(_row(PteSnap, pte.kind, pte_data(k, pte), pte.writable, ref))
+            ptes.append(interned(PteSnap, (pte.kind, pte_data(k, pte), pte.writable, ref)))
         mms.append(MmSnap(vmas, tuple(ptes)))
     cache = k.swap.cache
     for slot in sorted(cache):
