@@ -47,6 +47,8 @@ fork               r == c (1..3): S[c] is None; S[c] := S[m] with uffd cleared. 
 **Unknown results** -- anything not in the table for the kind, e.g. -EINTR from a killable
 lock, SIGBUS, -EAGAIN from anything but fork, a non-negative result of a write, an mmap result
 other than its address -- leave the state unchanged and constrain nothing beyond -ESRCH.
+(The harness judges two of them on the whole history, `fuzz.harness.signal_findings`: killed
+or -EINTR needs a SIGKILL sent to the task first, and SIGBUS has no legitimate source.)
 
 **Killed and pending ops** (``RES_KILLED``, or no response because the run ended in a
 deadlock or livelock) may or may not have taken effect: their successors are S itself plus the
