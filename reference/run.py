@@ -159,7 +159,23 @@ class Engine:
                 check_quiescence(self.k, self.currents(), self.main)
         except FatalViolationError:
             self.stopped = True
-        return self._record()
+        record = self._record()
+        self._unlink()
+        return record
+
+    def _unlink(self) -> None:
+        """Break the model's reference cycles once the record is built (a task and its
+        `current`, a suspended task body and what its frames hold, an mm and its VMAs and
+        uffd context), so that reference counting frees the run at once: a run then leaves
+        nothing for the cyclic garbage collector to trace (`fuzz.harness.cyclic_gc_deferred`).
+        Nothing of the run may be used afterwards."""
+        for t in self.rt.tasks:
+            t.data = t.gen = t.wait = None
+            t.sleep_wait = []
+        for mm in self.k.mms:
+            if mm is not None:
+                mm.vmas, mm.detached = [], []
+                del mm.uffd  # UffdCtx.mm points back
 
     def _phase_setup(self, setup: list[tuple[int, Op]]) -> None:
         self.rt.policy = SerialPolicy()
