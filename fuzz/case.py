@@ -232,8 +232,8 @@ class Case:
         """Every op with its part ('setup', 'thread', 'post') and thread index, in case order."""
         out: list[tuple[str, int, Op]] = [("setup", 0, op) for op in self.setup]
         for t, ops in enumerate(self.threads):
-            out.extend(("thread", t, op) for op in ops)
-        out.extend(("post", 0, op) for op in self.post)
+            out += [("thread", t, op) for op in ops]
+        out += [("post", 0, op) for op in self.post]
         return out
 
     def op_count(self) -> int:
