@@ -11,6 +11,7 @@
 //! (when the daemons have drained) and at the end. With `features`, the record carries the
 //! run's interleaving features (`sched::features`), tagged [`crate::record::FEATURE_TAG`].
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -79,6 +80,14 @@ fn indexed_ops(case: &Case) -> Vec<(usize, &'static str, usize, Op)> {
         .collect()
 }
 
+/// The task name of thread `i` (`t0`, `t1`, ...).
+fn thread_name(i: usize) -> Cow<'static, str> {
+    const NAMES: [&str; 8] = ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"];
+    NAMES
+        .get(i)
+        .map_or_else(|| format!("t{i}").into(), |&n| n.into())
+}
+
 /// Run `case` through the optimized engine; the same case gives the same record. With `trace`,
 /// lock events and the step trace are kept.
 pub fn run(case: &Case, mutant: Mutant, trace: bool) -> Result<RunRecord, EngineError> {
@@ -106,7 +115,7 @@ pub fn run_with(
     }
     let mut ex: Executor<WaitOn> = Executor::new();
     let threads: Vec<TaskId> = (0..nthreads)
-        .map(|i| ex.spawn(&k.sched, &format!("t{i}"), false))
+        .map(|i| ex.spawn(&k.sched, thread_name(i), false))
         .collect();
     let main = ex.spawn(&k.sched, "main", false);
     let io = ex.spawn(&k.sched, "swap_io", true);
@@ -289,7 +298,7 @@ impl Runner {
             s.cur[tid].killable
         };
         let mut sched = self.k.sched.borrow_mut();
-        if sched.tasks[tid].state == TaskState::Blocked && killable {
+        if sched.tasks[tid].state() == TaskState::Blocked && killable {
             sched.wake(tid);
         }
         0
@@ -319,7 +328,7 @@ impl Runner {
                 let stuck = sched.unfinished();
                 stuck
                     .into_iter()
-                    .filter(|&t| sched.tasks[t].state == TaskState::Blocked)
+                    .filter(|&t| sched.tasks[t].state() == TaskState::Blocked)
                     .collect()
             };
             if blocked.is_empty() {
@@ -365,9 +374,8 @@ impl Runner {
             }
         }
         let mut sched = self.k.sched.borrow_mut();
-        let task = &mut sched.tasks[tid];
-        task.state = TaskState::Done;
-        task.wait = None;
+        sched.set_state(tid, TaskState::Done);
+        sched.tasks[tid].wait = None;
         sched.active_ops -= 1;
         if sched.active == Some(tid) {
             sched.active = None;
