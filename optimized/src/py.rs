@@ -9,6 +9,7 @@ use std::any::Any;
 use std::panic::{self, UnwindSafe};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
@@ -197,6 +198,27 @@ fn schedule_bytes<'py>(py: Python<'py>, chosen: &[usize]) -> Bound<'py, PyBytes>
     PyBytes::new(py, &ids)
 }
 
+/// The Python string of one of the record's fixed names (op parts, engine, status, counter
+/// names): created once per interpreter, not per record.
+fn fixed_str<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
+    let cached = match s {
+        "setup" => intern!(py, "setup"),
+        "thread" => intern!(py, "thread"),
+        "post" => intern!(py, "post"),
+        "monitor" => intern!(py, "monitor"),
+        "optimized" => intern!(py, "optimized"),
+        "ok" => intern!(py, "ok"),
+        "deadlock" => intern!(py, "deadlock"),
+        "livelock" => intern!(py, "livelock"),
+        "VMA_LOCK_SUCCESS" => intern!(py, "VMA_LOCK_SUCCESS"),
+        "VMA_LOCK_ABORT" => intern!(py, "VMA_LOCK_ABORT"),
+        "VMA_LOCK_RETRY" => intern!(py, "VMA_LOCK_RETRY"),
+        "VMA_LOCK_MISS" => intern!(py, "VMA_LOCK_MISS"),
+        _ => return PyString::intern(py, s),
+    };
+    cached.clone()
+}
+
 /// `RunRecord` as the nested tuples of `RunRecord.from_native` (same field order). Every
 /// sequence the record keeps as a tuple is built as one here, so the conversion copies nothing.
 fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTuple>> {
@@ -204,7 +226,7 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
     for o in &r.ops {
         let op = &o.op;
         let fields = (op.kind.code(), op.mm, op.page, op.npages, op.prot, op.value);
-        let part = PyString::intern(py, o.part);
+        let part = fixed_str(py, o.part);
         let item = (
             o.index, part, o.task, fields, o.invoke, o.response, o.result,
         );
@@ -266,8 +288,8 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
         extra.set_item("growths", PyTuple::new(py, &r.growths)?)?;
     }
     let items: [Bound<'_, PyAny>; 16] = [
-        PyString::intern(py, r.engine).into_any(),
-        PyString::intern(py, r.status).into_any(),
+        fixed_str(py, r.engine).into_any(),
+        fixed_str(py, r.status).into_any(),
         PyTuple::new(py, ops)?.into_any(),
         image.into_any(),
         PyTuple::new(py, viol)?.into_any(),
@@ -276,7 +298,7 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
         PyTuple::new(py, &r.trace)?.into_any(),
         PyTuple::new(py, wait)?.into_any(),
         PyTuple::new(py, migr)?.into_any(),
-        PyTuple::new(py, r.counters)?.into_any(),
+        PyTuple::new(py, r.counters.map(|(name, n)| (fixed_str(py, name), n)))?.into_any(),
         schedule_bytes(py, &r.schedule).into_any(),
         PyBytes::new(py, &r.choices).into_any(),
         r.steps.into_pyobject(py)?.into_any(),

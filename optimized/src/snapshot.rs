@@ -71,31 +71,18 @@ pub fn memory_image(s: &State) -> Vec<Option<Vec<PageImage>>> {
         .collect()
 }
 
-/// Folio ids in order of first appearance (mms page by page, then the swap cache), and
-/// each folio's number (-1: not numbered).
-fn number_folios(s: &State) -> (Vec<FolioId>, Vec<i64>) {
-    let mut order: Vec<FolioId> = Vec::new();
-    let mut number = vec![-1i64; s.folios.len()];
-    let mut see = |f: FolioId, order: &mut Vec<FolioId>| {
-        if number[f as usize] < 0 {
-            number[f as usize] = i64::try_from(order.len()).unwrap_or(-1);
-            order.push(f);
-        }
-    };
-    for mm in s.mms.iter().flatten().filter(|m| m.visible) {
-        for page in 0..s.nr_pages {
-            if let Some(f) = pte_at(s, mm, page).and_then(|p| p.folio) {
-                see(f, &mut order);
-            }
-        }
-    }
-    for &f in s.swap.cache.iter().flatten() {
-        see(f, &mut order);
-    }
-    (order, number)
+/// The number of folio `f` in snapshot order, numbering it now if it is new.
+fn folio_number(order: &mut Vec<FolioId>, f: FolioId) -> i64 {
+    let n = order.iter().position(|&g| g == f).unwrap_or_else(|| {
+        order.push(f);
+        order.len() - 1
+    });
+    i64::try_from(n).unwrap_or(-1)
 }
 
-fn mm_snap(s: &State, mm: &Mm, number: &[i64]) -> MmSnap {
+/// One mm's part of a snapshot; numbers the folios it maps that `order` does not hold yet
+/// (mms are taken in id order, so folios are numbered by first appearance, page by page).
+fn mm_snap(s: &State, mm: &Mm, order: &mut Vec<FolioId>) -> MmSnap {
     let vmas = mm
         .vmas
         .iter()
@@ -111,43 +98,45 @@ fn mm_snap(s: &State, mm: &Mm, number: &[i64]) -> MmSnap {
             }
         })
         .collect();
-    let ptes = (0..s.nr_pages)
-        .map(|page| match pte_at(s, mm, page).filter(|p| !p.is_none()) {
+    let mut ptes = Vec::with_capacity(s.nr_pages as usize);
+    for page in 0..s.nr_pages {
+        let pte = pte_at(s, mm, page);
+        let number = pte.and_then(|p| p.folio).map(|f| folio_number(order, f));
+        ptes.push(match pte.filter(|p| !p.is_none()) {
             None => PteSnap {
                 kind: PteKind::None as u8,
                 data: 0,
                 writable: false,
                 ref_: -1,
             },
-            Some(p) => {
-                let ref_ = match (p.kind, p.folio) {
-                    (PteKind::Swap, _) => i64::from(p.slot),
-                    (_, Some(f)) => number[f as usize],
-                    _ => -1,
-                };
-                PteSnap {
-                    kind: p.kind as u8,
-                    data: pte_data(s, &p),
-                    writable: p.writable,
-                    ref_,
-                }
-            }
-        })
-        .collect();
+            Some(p) => PteSnap {
+                kind: p.kind as u8,
+                data: pte_data(s, &p),
+                writable: p.writable,
+                ref_: match p.kind {
+                    PteKind::Swap => i64::from(p.slot),
+                    _ => number.unwrap_or(-1),
+                },
+            },
+        });
+    }
     MmSnap { vmas, ptes }
 }
 
 pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
-    let (order, number) = number_folios(s);
+    let mut order: Vec<FolioId> = Vec::new();
     let mms = s
         .mms
         .iter()
         .map(|m| {
             m.as_ref()
                 .filter(|m| m.visible)
-                .map(|mm| mm_snap(s, mm, &number))
+                .map(|mm| mm_snap(s, mm, &mut order))
         })
         .collect();
+    for &f in s.swap.cache.iter().flatten() {
+        folio_number(&mut order, f);
+    }
     let folios = order
         .iter()
         .map(|&f| {
