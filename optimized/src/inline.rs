@@ -59,7 +59,10 @@ impl<T: Copy + Default, const N: usize> InlineVec<T, N> {
     /// Remove and return item `i`, shifting the rest down.
     pub fn remove(&mut self, i: usize) -> T {
         let item = self.items[i];
-        self.items.copy_within(i + 1..self.len, i);
+        // The lists are a few items long: shift them one by one rather than call memmove.
+        for j in i + 1..self.len {
+            self.items[j - 1] = self.items[j];
+        }
         self.len -= 1;
         item
     }

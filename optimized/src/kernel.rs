@@ -263,12 +263,21 @@ impl DerefMut for St<'_> {
 }
 
 impl Drop for St<'_> {
+    #[inline]
     fn drop(&mut self) {
         if !self.s.wakes.is_empty() {
-            let mut sched = self.k.sched.borrow_mut();
-            for t in self.s.wakes.drain(..) {
-                sched.wake(t);
-            }
+            self.hand_over_wakes();
+        }
+    }
+}
+
+impl St<'_> {
+    /// Hand the buffered wake-ups to the scheduler.
+    #[inline(never)]
+    fn hand_over_wakes(&mut self) {
+        let mut sched = self.k.sched.borrow_mut();
+        for t in self.s.wakes.drain(..) {
+            sched.wake(t);
         }
     }
 }

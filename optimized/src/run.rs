@@ -54,12 +54,30 @@ struct Book {
     abort: Option<Abort>,
 }
 
+/// The part of a case an op belongs to (`fuzz.record.OpRecord.part`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Setup,
+    Thread,
+    Post,
+}
+
+impl Part {
+    const fn name(self) -> &'static str {
+        match self {
+            Part::Setup => "setup",
+            Part::Thread => "thread",
+            Part::Post => "post",
+        }
+    }
+}
+
 /// One run: the kernel, the task ids, the bookkeeping.
 #[derive(Debug)]
 struct Runner {
     k: Kernel,
     /// (index in case order, part, thread, op) for every op of the case.
-    ops: Vec<(usize, &'static str, usize, Op)>,
+    ops: Vec<(usize, Part, usize, Op)>,
     book: RefCell<Book>,
     serial: bool,
     threads: Vec<TaskId>,
@@ -67,13 +85,13 @@ struct Runner {
 }
 
 /// (index in case order, part, thread, op) for every op of the case.
-fn indexed_ops(case: &Case) -> Vec<(usize, &'static str, usize, Op)> {
-    let mut out: Vec<(&'static str, usize, Op)> =
-        case.setup.iter().map(|&o| ("setup", 0, o)).collect();
+fn indexed_ops(case: &Case) -> Vec<(usize, Part, usize, Op)> {
+    let mut out = Vec::with_capacity(case.op_count());
+    out.extend(case.setup.iter().map(|&o| (Part::Setup, 0, o)));
     for (t, ops) in case.threads.iter().enumerate() {
-        out.extend(ops.iter().map(|&o| ("thread", t, o)));
+        out.extend(ops.iter().map(|&o| (Part::Thread, t, o)));
     }
-    out.extend(case.post.iter().map(|&o| ("post", 0, o)));
+    out.extend(case.post.iter().map(|&o| (Part::Post, 0, o)));
     out.into_iter()
         .enumerate()
         .map(|(i, (p, t, o))| (i, p, t, o))
@@ -178,18 +196,18 @@ fn start_daemons(
 
 /// The three phases; the run's status.
 fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'static str {
-    let part = |want: &str, thread: Option<usize>| -> Vec<(usize, Op)> {
+    let part = |want: Part, thread: Option<usize>| -> Vec<(usize, Op)> {
         r.ops
             .iter()
             .filter(|(_, p, t, _)| *p == want && thread.is_none_or(|x| x == *t))
             .map(|&(i, _, _, o)| (i, o))
             .collect()
     };
-    start_user(r, ex, r.main, part("setup", None), None);
+    start_user(r, ex, r.main, part(Part::Setup, None), None);
     let mut status = r.run_phase(ex);
     if status == STATUS_OK && !r.aborted() {
         for (t, &tid) in r.threads.iter().enumerate() {
-            start_user(r, ex, tid, part("thread", Some(t)), Some(t));
+            start_user(r, ex, tid, part(Part::Thread, Some(t)), Some(t));
         }
         let s = &case.schedule;
         let ntasks = r.k.sched.borrow().tasks.len();
@@ -205,7 +223,7 @@ fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'stati
     }
     if status == STATUS_OK && !r.aborted() {
         r.k.sched.borrow_mut().policy = Policy::Serial;
-        start_user(r, ex, r.main, part("post", None), None);
+        start_user(r, ex, r.main, part(Part::Post, None), None);
         status = r.run_phase(ex);
     }
     status
@@ -382,8 +400,8 @@ impl Runner {
         }
     }
 
-    fn task_of(&self, part: &str, thread: usize) -> TaskId {
-        if part == "thread" {
+    fn task_of(&self, part: Part, thread: usize) -> TaskId {
+        if part == Part::Thread {
             self.threads[thread]
         } else {
             self.main
@@ -428,7 +446,7 @@ fn build_record(
             let task = r.task_of(part, t);
             OpRecord {
                 index: i,
-                part,
+                part: part.name(),
                 task,
                 op,
                 invoke,

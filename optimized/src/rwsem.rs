@@ -196,6 +196,7 @@ pub fn up_read(s: &mut State, lock: LockId, primitive: &'static str) {
 }
 
 /// Whether the current task holds `lock` for write; a violation (`lock.release-unheld`) if not.
+#[inline]
 fn write_held(s: &mut State, lock: LockId, primitive: &'static str) -> bool {
     let tid = s.tid;
     if sem_mut(s, lock).writer == Some(tid) {
