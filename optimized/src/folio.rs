@@ -24,7 +24,7 @@ use crate::primitives::{
 pub const EINTR: i32 = -4;
 
 /// KASAN: `folio` must not have been freed.
-#[inline]
+#[inline(always)]
 pub fn check_folio(s: &mut State, f: FolioId, function: &str) -> KResult<()> {
     if s.folios[f as usize].freed {
         let msg = format!("folio#{f} used after free");

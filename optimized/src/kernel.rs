@@ -31,7 +31,7 @@ use crate::userfaultfd::MonitorRecord;
 #[derive(Debug)]
 pub struct State {
     pub nr_pages: u32,
-    pub mms: [Option<Mm>; MAX_MMS],
+    pub mms: [Option<Box<Mm>>; MAX_MMS],
     /// mm ids in creation order: the rmap walk order.
     pub mm_order: Vec<MmId>,
     pub next_mm_serial: usize,
@@ -91,7 +91,7 @@ impl State {
             migration_failures: Vec::new(),
             growths: Vec::new(),
             monitor_records: Vec::new(),
-            cur: (0..ntasks).map(|_| Current::default()).collect(),
+            cur: vec![Current::default(); ntasks],
             contract: Contract::new(trace),
             mutant,
             tid: 0,
@@ -133,7 +133,7 @@ impl State {
     pub fn new_mm(&mut self, id: MmId) {
         self.mm_order.push(id);
         self.next_mm_serial += 1;
-        self.mms[id] = Some(Mm {
+        self.mms[id] = Some(Box::new(Mm {
             id,
             serial: self.next_mm_serial,
             mmap_lock: RwSem::default(),
@@ -145,7 +145,7 @@ impl State {
             detached: Vec::new(),
             visible: false,
             fork_visited: Vec::new(),
-        });
+        }));
     }
 
     /// Tear down mm `id` (a fork child nobody saw).
@@ -263,7 +263,7 @@ impl DerefMut for St<'_> {
 }
 
 impl Drop for St<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         if !self.s.wakes.is_empty() {
             self.hand_over_wakes();

@@ -215,7 +215,7 @@ pub fn violate_fatal<T>(
 }
 
 /// Record a lock event for `lock` (only when tracing).
-#[inline]
+#[inline(always)]
 pub fn event(
     s: &mut State,
     action: &'static str,
@@ -281,7 +281,7 @@ pub fn event_obj(
 }
 
 /// Record a lock event on folio `f`'s `PG_locked` bit (only when tracing).
-#[inline]
+#[inline(always)]
 pub fn folio_event(
     s: &mut State,
     action: &'static str,
@@ -309,7 +309,7 @@ fn folio_lock_event(
 }
 
 /// Whether the current task holds `lock` (in `mode`, if given).
-#[inline]
+#[inline(always)]
 pub fn holds(s: &State, lock: LockId, mode: Option<Mode>) -> bool {
     s.cur[s.tid]
         .held
@@ -391,7 +391,7 @@ pub fn lock_released(s: &mut State, lock: LockId, mode: Mode, primitive: &'stati
 }
 
 /// `might_sleep()`: a blocking point must not be reached holding a spinlock.
-#[inline]
+#[inline(always)]
 pub fn might_sleep(s: &mut State, function: &str) {
     if s.cur[s.tid].nspin > 0 {
         sleep_under_spinlock(s, function);

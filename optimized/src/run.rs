@@ -13,6 +13,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::ops::Range;
 use std::rc::Rc;
 
 use crate::case::{Case, Op, OpKind, Strategy};
@@ -196,18 +197,20 @@ fn start_daemons(
 
 /// The three phases; the run's status.
 fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'static str {
-    let part = |want: Part, thread: Option<usize>| -> Vec<(usize, Op)> {
-        r.ops
-            .iter()
-            .filter(|(_, p, t, _)| *p == want && thread.is_none_or(|x| x == *t))
-            .map(|&(i, _, _, o)| (i, o))
-            .collect()
+    // The ops are in case order: setup, each thread's in turn, post; each part is a range.
+    let mut at = 0;
+    let mut part = |n: usize| {
+        at += n;
+        at - n..at
     };
-    start_user(r, ex, r.main, part(Part::Setup, None), None);
+    let setup = part(case.setup.len());
+    let threads: Vec<Range<usize>> = case.threads.iter().map(|t| part(t.len())).collect();
+    let post = part(case.post.len());
+    start_user(r, ex, r.main, setup, None);
     let mut status = r.run_phase(ex);
     if status == STATUS_OK && !r.aborted() {
-        for (t, &tid) in r.threads.iter().enumerate() {
-            start_user(r, ex, tid, part(Part::Thread, Some(t)), Some(t));
+        for (t, (&tid, ops)) in r.threads.iter().zip(threads).enumerate() {
+            start_user(r, ex, tid, ops, Some(t));
         }
         let s = &case.schedule;
         let ntasks = r.k.sched.borrow().tasks.len();
@@ -223,7 +226,7 @@ fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'stati
     }
     if status == STATUS_OK && !r.aborted() {
         r.k.sched.borrow_mut().policy = Policy::Serial;
-        start_user(r, ex, r.main, part(Part::Post, None), None);
+        start_user(r, ex, r.main, post, None);
         status = r.run_phase(ex);
     }
     status
@@ -233,7 +236,7 @@ fn start_user(
     r: &Rc<Runner>,
     ex: &mut Executor<WaitOn>,
     tid: TaskId,
-    ops: Vec<(usize, Op)>,
+    ops: Range<usize>,
     thread: Option<usize>,
 ) {
     let rr = Rc::clone(r);
@@ -266,10 +269,11 @@ impl Runner {
     async fn user_body(
         &self,
         tid: TaskId,
-        ops: Vec<(usize, Op)>,
+        ops: Range<usize>,
         thread: Option<usize>,
     ) -> KResult<()> {
-        for (idx, op) in ops {
+        for idx in ops {
+            let op = self.ops[idx].3;
             self.k.yield_now("op:start").await;
             self.take_pending_snapshot();
             if self.k.st().cur[tid].killed {

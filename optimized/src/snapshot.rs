@@ -16,9 +16,10 @@
 //! | `swap.count`                  | count == #swap PTEs naming the slot; `has_cache` iff a cached folio |
 //! | `pte.outside-vma`             | every non-none PTE lies inside a VMA of its mm         |
 
+use crate::inline::InlineVec;
 use crate::objects::{
-    FolioId, Mm, Page, Pte, PteKind, State, NR_SWAP_SLOTS, PTRS_PER_TABLE, VM_ACCESS_FLAGS,
-    VM_GROWSDOWN, VM_UFFD_MISSING,
+    FolioId, Mm, Page, Pte, PteKind, State, MAX_MMS, MAX_PAGES, NR_SWAP_SLOTS, PTRS_PER_TABLE,
+    VM_ACCESS_FLAGS, VM_GROWSDOWN, VM_UFFD_MISSING,
 };
 use crate::primitives::{lock_name, violate, LockId};
 use crate::record::{MmSnap, PageImage, PteSnap, Snapshot, VmaSnap};
@@ -71,8 +72,12 @@ pub fn memory_image(s: &State) -> Vec<Option<Vec<PageImage>>> {
         .collect()
 }
 
+/// The folios of a snapshot in numbering order: each is mapped by a PTE or in the swap
+/// cache, so there are never more than the PTEs and slots that can name one.
+type FolioOrder = InlineVec<FolioId, { MAX_MMS * MAX_PAGES + NR_SWAP_SLOTS }>;
+
 /// The number of folio `f` in snapshot order, numbering it now if it is new.
-fn folio_number(order: &mut Vec<FolioId>, f: FolioId) -> i64 {
+fn folio_number(order: &mut FolioOrder, f: FolioId) -> i64 {
     let n = order.iter().position(|&g| g == f).unwrap_or_else(|| {
         order.push(f);
         order.len() - 1
@@ -82,7 +87,7 @@ fn folio_number(order: &mut Vec<FolioId>, f: FolioId) -> i64 {
 
 /// One mm's part of a snapshot; numbers the folios it maps that `order` does not hold yet
 /// (mms are taken in id order, so folios are numbered by first appearance, page by page).
-fn mm_snap(s: &State, mm: &Mm, order: &mut Vec<FolioId>) -> MmSnap {
+fn mm_snap(s: &State, mm: &Mm, order: &mut FolioOrder) -> MmSnap {
     let vmas = mm
         .vmas
         .iter()
@@ -124,7 +129,7 @@ fn mm_snap(s: &State, mm: &Mm, order: &mut Vec<FolioId>) -> MmSnap {
 }
 
 pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
-    let mut order: Vec<FolioId> = Vec::new();
+    let mut order = FolioOrder::default();
     let mms = s
         .mms
         .iter()
@@ -134,8 +139,14 @@ pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
                 .map(|mm| mm_snap(s, mm, &mut order))
         })
         .collect();
-    for &f in s.swap.cache.iter().flatten() {
-        folio_number(&mut order, f);
+    let mut swap = Vec::new();
+    for (i, (slot, cached)) in s.swap.slots.iter().zip(&s.swap.cache).enumerate() {
+        if let Some(f) = *cached {
+            folio_number(&mut order, f);
+        }
+        if !slot.is_free() {
+            swap.push((i, slot.count, slot.has_cache));
+        }
     }
     let folios = order
         .iter()
@@ -147,10 +158,6 @@ pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
                 (folio.refcount, folio.mapcount)
             }
         })
-        .collect();
-    let swap = (0..NR_SWAP_SLOTS)
-        .filter(|&i| !s.swap.slots[i].is_free())
-        .map(|i| (i, s.swap.slots[i].count, s.swap.slots[i].has_cache))
         .collect();
     Snapshot {
         after,

@@ -247,8 +247,8 @@ impl<W: Clone> Sched<W> {
             last_progress: 0,
             max_steps,
             stall_steps,
-            chosen: Vec::new(),
-            choice_log: Vec::new(),
+            chosen: Vec::with_capacity(64),
+            choice_log: Vec::with_capacity(64),
             trace: trace.then(Vec::new),
             features: None,
             prev: None,
@@ -477,25 +477,33 @@ impl<W: Clone> Sched<W> {
     }
 
     /// The step of `tid` ended; `locks` is its lock summary (only read with features).
+    #[inline(always)]
     fn after_step(&mut self, tid: TaskId, finished: bool, locks: u32) {
         if finished {
             self.set_state(tid, TaskState::Done);
             self.tasks[tid].site = "";
         }
-        if let Some(map) = &mut self.features {
-            let h = site_hash(self.tasks[tid].site);
-            self.tasks[tid].site_hash = h;
-            let prev_h = match self.prev {
-                Some(p) if p != tid => self.tasks[p].site_hash,
-                _ => 0,
-            };
-            map.insert(feature_bucket(h, locks, prev_h));
+        if self.features.is_some() {
+            self.record_feature(tid, locks);
         }
         if let Some(trace) = &mut self.trace {
             trace.push((self.step, tid, self.tasks[tid].site));
         }
         if self.sleepers > 0 {
             self.wake_sleepers(false);
+        }
+    }
+
+    /// The interleaving feature of the step `tid` just ran.
+    fn record_feature(&mut self, tid: TaskId, locks: u32) {
+        let h = site_hash(self.tasks[tid].site);
+        self.tasks[tid].site_hash = h;
+        let prev_h = match self.prev {
+            Some(p) if p != tid => self.tasks[p].site_hash,
+            _ => 0,
+        };
+        if let Some(map) = &mut self.features {
+            map.insert(feature_bucket(h, locks, prev_h));
         }
     }
 }
