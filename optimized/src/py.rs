@@ -232,7 +232,13 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
         );
         ops.push(item.into_pyobject(py)?);
     }
-    let image = PyTuple::new(py, r.image.iter().map(|m| image_to_py(py, m.as_deref())))?;
+    let mut made = Vec::new();
+    let image = r
+        .image
+        .iter()
+        .map(|m| image_to_py(py, m.as_deref(), &mut made))
+        .collect::<PyResult<Vec<_>>>()?;
+    let image = PyTuple::new(py, image)?;
     let viol = r.violations.iter().map(|v| {
         (
             v.rule,
@@ -283,9 +289,9 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
         })
         .collect::<PyResult<Vec<_>>>()?;
     let extra = PyDict::new(py);
-    extra.set_item("stopped", r.stopped)?;
+    extra.set_item(intern!(py, "stopped"), r.stopped)?;
     if !r.growths.is_empty() {
-        extra.set_item("growths", PyTuple::new(py, &r.growths)?)?;
+        extra.set_item(intern!(py, "growths"), PyTuple::new(py, &r.growths)?)?;
     }
     let items: [Bound<'_, PyAny>; 16] = [
         fixed_str(py, r.engine).into_any(),
@@ -308,54 +314,118 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
     PyTuple::new(py, items)
 }
 
-/// One mm's memory image: None, or a tuple of per-page field tuples.
-fn image_to_py<'py>(py: Python<'py>, pages: Option<&[PageImage]>) -> Bound<'py, PyAny> {
+/// One mm's memory image: None, or a tuple of per-page field tuples. Equal pages (most
+/// unmapped or untouched pages look alike) share one tuple.
+fn image_to_py<'py>(
+    py: Python<'py>,
+    pages: Option<&[PageImage]>,
+    made: &mut Vec<(PageImage, Bound<'py, PyAny>)>,
+) -> PyResult<Bound<'py, PyAny>> {
     let Some(pages) = pages else {
-        return py.None().into_bound(py);
+        return Ok(py.None().into_bound(py));
     };
-    let rows = pages
-        .iter()
-        .map(|p| (p.mapped, p.prot, p.uffd, p.populated, p.value));
-    // Tuples of ints and bools cannot fail to convert.
-    PyTuple::new(py, rows).map_or_else(|_| py.None().into_bound(py), Bound::into_any)
+    let mut rows = Vec::with_capacity(pages.len());
+    for p in pages {
+        let row = if let Some((_, obj)) = made.iter().find(|(q, _)| q == p) {
+            obj.clone()
+        } else {
+            let obj = (p.mapped, p.prot, p.uffd, p.populated, p.value)
+                .into_pyobject(py)?
+                .into_any();
+            made.push((*p, obj.clone()));
+            obj
+        };
+        rows.push(row);
+    }
+    Ok(PyTuple::new(py, rows)?.into_any())
+}
+
+/// One mm snapshot as Python objects: the `(vmas, ptes)` pair and its parts.
+struct MmObjs<'a, 'py> {
+    snap: &'a MmSnap,
+    pair: Bound<'py, PyAny>,
+    vmas: Bound<'py, PyAny>,
+    ptes: Vec<Bound<'py, PyAny>>,
+}
+
+/// `m` as Python objects, reusing those of `prev` (the same mm's previous snapshot) for equal
+/// parts.
+fn mm_to_py<'a, 'py>(
+    py: Python<'py>,
+    m: &'a MmSnap,
+    prev: Option<&MmObjs<'_, 'py>>,
+) -> PyResult<MmObjs<'a, 'py>> {
+    let vmas = if let Some(p) = prev.filter(|p| p.snap.vmas == m.vmas) {
+        p.vmas.clone()
+    } else {
+        let rows = m
+            .vmas
+            .iter()
+            .map(|v| (v.start, v.end, v.prot, v.uffd, v.growsdown, v.anon_vma));
+        PyTuple::new(py, rows)?.into_any()
+    };
+    let mut ptes = Vec::with_capacity(m.ptes.len());
+    for (i, p) in m.ptes.iter().enumerate() {
+        let same = prev.filter(|q| q.snap.ptes.get(i) == Some(p));
+        ptes.push(match same {
+            Some(q) => q.ptes[i].clone(),
+            None => (p.kind, p.data, p.writable, p.ref_)
+                .into_pyobject(py)?
+                .into_any(),
+        });
+    }
+    let pair = (vmas.clone(), PyTuple::new(py, &ptes)?)
+        .into_pyobject(py)?
+        .into_any();
+    Ok(MmObjs {
+        snap: m,
+        pair,
+        vmas,
+        ptes,
+    })
 }
 
 /// The snapshots as `from_native` reads them. Consecutive snapshots mostly repeat an mm's
-/// VMAs and PTEs unchanged: such an mm snapshot reuses the previous one's Python object.
+/// VMAs and PTEs, the folio counts and the swap slots unchanged: each such part reuses the
+/// previous snapshot's Python object (an unchanged mm, its whole `(vmas, ptes)` pair).
 fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyTuple>> {
-    let mut prev: Vec<Option<(&MmSnap, Bound<'py, PyAny>)>> = Vec::new();
+    let mut prev: Vec<Option<MmObjs<'_, 'py>>> = Vec::new();
+    let mut prev_counts: Option<(&Snapshot, Bound<'py, PyTuple>, Bound<'py, PyTuple>)> = None;
     let mut out = Vec::with_capacity(snaps.len());
     for snap in snaps {
         let mut mms = Vec::with_capacity(snap.mms.len());
-        prev.resize(snap.mms.len(), None);
+        prev.resize_with(snap.mms.len(), || None);
         for (i, m) in snap.mms.iter().enumerate() {
             let Some(m) = m else {
                 mms.push(py.None().into_bound(py));
                 continue;
             };
-            if let Some((_, obj)) = prev[i].as_ref().filter(|(p, _)| *p == m) {
-                mms.push(obj.clone());
+            if let Some(p) = prev[i].as_ref().filter(|p| p.snap == m) {
+                mms.push(p.pair.clone());
                 continue;
             }
-            let vmas = m
-                .vmas
-                .iter()
-                .map(|v| (v.start, v.end, v.prot, v.uffd, v.growsdown, v.anon_vma));
-            let ptes = m.ptes.iter().map(|p| (p.kind, p.data, p.writable, p.ref_));
-            let obj = (PyTuple::new(py, vmas)?, PyTuple::new(py, ptes)?)
-                .into_pyobject(py)?
-                .into_any();
-            mms.push(obj.clone());
-            prev[i] = Some((m, obj));
+            let objs = mm_to_py(py, m, prev[i].as_ref())?;
+            mms.push(objs.pair.clone());
+            prev[i] = Some(objs);
         }
+        let (folios, swap) = match &prev_counts {
+            Some((p, folios, swap)) if p.folios == snap.folios && p.swap == snap.swap => {
+                (folios.clone(), swap.clone())
+            }
+            _ => (
+                PyTuple::new(py, &snap.folios)?,
+                PyTuple::new(py, &snap.swap)?,
+            ),
+        };
         let item = (
             snap.after,
             PyTuple::new(py, mms)?,
-            PyTuple::new(py, &snap.folios)?,
-            PyTuple::new(py, &snap.swap)?,
+            folios.clone(),
+            swap.clone(),
             PyTuple::new(py, &snap.locks)?,
         );
         out.push(item.into_pyobject(py)?);
+        prev_counts = Some((snap, folios, swap));
     }
     PyTuple::new(py, out)
 }
