@@ -292,7 +292,8 @@ impl Kernel {
         trace: bool,
         mutant: Mutant,
     ) -> Self {
-        let sched = Sched::new(sched::DEFAULT_MAX_STEPS, sched::DEFAULT_STALL_STEPS, trace);
+        let mut sched = Sched::new(sched::DEFAULT_MAX_STEPS, sched::DEFAULT_STALL_STEPS, trace);
+        sched.tasks.reserve_exact(ntasks);
         Self {
             sched: RefCell::new(sched),
             st: RefCell::new(State::new(nr_pages, swap_async, ntasks, trace, mutant)),

@@ -327,6 +327,7 @@ pub fn holds_vma_read_lock(s: &State) -> Option<VmaId> {
 }
 
 /// Account an acquisition by task `tid` (after it succeeded).
+#[inline]
 pub fn lock_acquired_by(
     s: &mut State,
     tid: TaskId,
@@ -335,13 +336,7 @@ pub fn lock_acquired_by(
     primitive: &'static str,
 ) {
     if s.cur[tid].held.iter().any(|&(l, _)| l == lock) {
-        let name = lock_name(s, lock);
-        violate(
-            s,
-            "lock.recursive",
-            primitive,
-            format!("{name} acquired ({}) while held", mode.name()),
-        );
+        recursive_acquire(s, lock, mode, primitive);
     }
     let cur = &mut s.cur[tid];
     cur.held.push((lock, mode));
@@ -350,36 +345,62 @@ pub fn lock_acquired_by(
         cur.nspin += 1;
     }
     if s.contract.events.is_some() {
-        let saved = s.tid;
-        s.tid = tid;
-        event(s, "acquire", primitive, lock, mode);
-        s.tid = saved;
+        acquire_event(s, tid, lock, mode, primitive);
     }
 }
 
+#[cold]
+#[inline(never)]
+fn recursive_acquire(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) {
+    let name = lock_name(s, lock);
+    violate(
+        s,
+        "lock.recursive",
+        primitive,
+        format!("{name} acquired ({}) while held", mode.name()),
+    );
+}
+
+#[inline(never)]
+fn acquire_event(s: &mut State, tid: TaskId, lock: LockId, mode: Mode, primitive: &'static str) {
+    let saved = s.tid;
+    s.tid = tid;
+    event(s, "acquire", primitive, lock, mode);
+    s.tid = saved;
+}
+
 /// Account an acquisition by the current task.
+#[inline]
 pub fn lock_acquired(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) {
     let tid = s.tid;
     lock_acquired_by(s, tid, lock, mode, primitive);
 }
 
 /// Account a release by the current task; false (and a violation) if it did not hold it.
+#[inline]
 pub fn lock_released(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) -> bool {
     let tid = s.tid;
     let held = &mut s.cur[tid].held;
-    if let Some(i) = held.iter().rposition(|&(l, m)| l == lock && m == mode) {
-        if i + 1 == held.len() {
-            held.pop();
-        } else {
-            held.remove(i);
-        }
-        s.cur[tid].locks -= lock_weight(lock, mode);
-        if mode == Mode::Spin {
-            s.cur[tid].nspin -= 1;
-        }
-        event(s, "release", primitive, lock, mode);
-        return true;
+    let Some(i) = held.iter().rposition(|&(l, m)| l == lock && m == mode) else {
+        release_unheld(s, lock, mode, primitive);
+        return false;
+    };
+    if i + 1 == held.len() {
+        held.pop();
+    } else {
+        held.remove(i);
     }
+    s.cur[tid].locks -= lock_weight(lock, mode);
+    if mode == Mode::Spin {
+        s.cur[tid].nspin -= 1;
+    }
+    event(s, "release", primitive, lock, mode);
+    true
+}
+
+#[cold]
+#[inline(never)]
+fn release_unheld(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) {
     let name = lock_name(s, lock);
     violate(
         s,
@@ -387,7 +408,6 @@ pub fn lock_released(s: &mut State, lock: LockId, mode: Mode, primitive: &'stati
         primitive,
         format!("{name} released ({}) but not held", mode.name()),
     );
-    false
 }
 
 /// `might_sleep()`: a blocking point must not be reached holding a spinlock.

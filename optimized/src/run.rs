@@ -132,7 +132,7 @@ pub fn run_with(
     if features {
         k.sched.borrow_mut().enable_features();
     }
-    let mut ex: Executor<WaitOn> = Executor::new();
+    let mut ex: Executor<WaitOn> = Executor::with_capacity(ntasks);
     let threads: Vec<TaskId> = (0..nthreads)
         .map(|i| ex.spawn(&k.sched, thread_name(i), false))
         .collect();

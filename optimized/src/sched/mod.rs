@@ -589,8 +589,14 @@ impl<W: Clone> Default for Executor<W> {
 impl<W: Clone> Executor<W> {
     #[must_use]
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An executor with room for `ntasks` tasks.
+    #[must_use]
+    pub fn with_capacity(ntasks: usize) -> Self {
         Self {
-            futures: Vec::new(),
+            futures: Vec::with_capacity(ntasks),
             _wait: std::marker::PhantomData,
         }
     }
