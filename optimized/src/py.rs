@@ -9,13 +9,14 @@ use std::any::Any;
 use std::panic::{self, UnwindSafe};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::{intern, BoundObject};
 
 use crate::case;
 use crate::mutant::{Mutant, MUTANTS};
-use crate::record::{MmSnap, PageImage, RunRecord, Snapshot};
+use crate::record::{MmSnap, OpRecord, PageImage, RunRecord, Snapshot};
 use crate::run::{self, run_with};
 use crate::sched::toys::{run_toy, Toy, ToyWait};
 use crate::sched::{features, RunOutcome};
@@ -190,12 +191,13 @@ fn run_bytes<'py>(
 }
 
 /// The chosen task ids as bytes (`tuple()` of it is the id sequence; ids are below 16).
-fn schedule_bytes<'py>(py: Python<'py>, chosen: &[usize]) -> Bound<'py, PyBytes> {
-    let ids: Vec<u8> = chosen
-        .iter()
-        .map(|&t| u8::try_from(t).unwrap_or(u8::MAX))
-        .collect();
-    PyBytes::new(py, &ids)
+fn schedule_bytes<'py>(py: Python<'py>, chosen: &[usize]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, chosen.len(), |buf| {
+        for (b, &t) in buf.iter_mut().zip(chosen) {
+            *b = u8::try_from(t).unwrap_or(u8::MAX);
+        }
+        Ok(())
+    })
 }
 
 /// The Python string of one of the record's fixed names (op parts, engine, status, counter
@@ -219,24 +221,55 @@ fn fixed_str<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
     cached.clone()
 }
 
+/// The Python ints `0..SMALL_INTS` (steps, ids, page numbers, small values), made once per
+/// interpreter: a record holds hundreds of such ints, and taking a reference to a ready one
+/// costs a fraction of converting each.
+const SMALL_INTS: usize = 1024;
+
+static SMALL_INT_OBJECTS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+
+/// Converts the record's integers, small ones from the shared table.
+struct Ints<'a, 'py> {
+    py: Python<'py>,
+    small: &'a [Py<PyAny>],
+}
+
+impl<'py> Ints<'_, 'py> {
+    fn new(py: Python<'py>) -> Self {
+        let small = SMALL_INT_OBJECTS.get_or_init(py, || {
+            (0..SMALL_INTS)
+                .map(|i| {
+                    let Ok(obj) = i.into_pyobject(py);
+                    obj.into_any().unbind()
+                })
+                .collect()
+        });
+        Self { py, small }
+    }
+
+    fn int(
+        &self,
+        v: impl TryInto<usize> + IntoPyObject<'py> + Copy,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(obj) = v.try_into().ok().and_then(|i| self.small.get(i)) {
+            return Ok(obj.bind(self.py).clone());
+        }
+        v.into_pyobject(self.py)
+            .map(|obj| obj.into_any().into_bound())
+            .map_err(Into::into)
+    }
+}
+
 /// `RunRecord` as the nested tuples of `RunRecord.from_native` (same field order). Every
 /// sequence the record keeps as a tuple is built as one here, so the conversion copies nothing.
 fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTuple>> {
-    let mut ops = Vec::with_capacity(r.ops.len());
-    for o in &r.ops {
-        let op = &o.op;
-        let fields = (op.kind.code(), op.mm, op.page, op.npages, op.prot, op.value);
-        let part = fixed_str(py, o.part);
-        let item = (
-            o.index, part, o.task, fields, o.invoke, o.response, o.result,
-        );
-        ops.push(item.into_pyobject(py)?);
-    }
+    let n = Ints::new(py);
+    let ops = ops_to_py(&n, &r.ops)?;
     let mut made = Vec::new();
     let image = r
         .image
         .iter()
-        .map(|m| image_to_py(py, m.as_deref(), &mut made))
+        .map(|m| image_to_py(&n, m.as_deref(), &mut made))
         .collect::<PyResult<Vec<_>>>()?;
     let image = PyTuple::new(py, image)?;
     let viol = r.violations.iter().map(|v| {
@@ -248,7 +281,7 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
             v.task,
         )
     });
-    let snaps = snapshots_to_py(py, &r.snapshots)?;
+    let snaps = snapshots_to_py(&n, &r.snapshots)?;
     let locks = r
         .lock_events
         .iter()
@@ -304,23 +337,52 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
         PyTuple::new(py, &r.trace)?.into_any(),
         PyTuple::new(py, wait)?.into_any(),
         PyTuple::new(py, migr)?.into_any(),
-        PyTuple::new(py, r.counters.map(|(name, n)| (fixed_str(py, name), n)))?.into_any(),
-        schedule_bytes(py, &r.schedule).into_any(),
+        PyTuple::new(py, r.counters.map(|(name, c)| (fixed_str(py, name), c)))?.into_any(),
+        schedule_bytes(py, &r.schedule)?.into_any(),
         PyBytes::new(py, &r.choices).into_any(),
-        r.steps.into_pyobject(py)?.into_any(),
+        n.int(r.steps)?,
         PyTuple::new(py, &r.features)?.into_any(),
         extra.into_any(),
     ];
     PyTuple::new(py, items)
 }
 
+/// The op records: `(index, part, task, (kind, mm, page, npages, prot, value), invoke,
+/// response, result)` each.
+fn ops_to_py<'py>(n: &Ints<'_, 'py>, ops: &[OpRecord]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for o in ops {
+        let op = &o.op;
+        let fields = (
+            n.int(op.kind.code())?,
+            n.int(op.mm)?,
+            n.int(op.page)?,
+            n.int(op.npages)?,
+            n.int(op.prot)?,
+            n.int(op.value)?,
+        );
+        let item = (
+            n.int(o.index)?,
+            fixed_str(n.py, o.part),
+            n.int(o.task)?,
+            fields,
+            n.int(o.invoke)?,
+            n.int(o.response)?,
+            n.int(o.result)?,
+        );
+        out.push(item.into_pyobject(n.py)?);
+    }
+    Ok(out)
+}
+
 /// One mm's memory image: None, or a tuple of per-page field tuples. Equal pages (most
 /// unmapped or untouched pages look alike) share one tuple.
 fn image_to_py<'py>(
-    py: Python<'py>,
+    n: &Ints<'_, 'py>,
     pages: Option<&[PageImage]>,
     made: &mut Vec<(PageImage, Bound<'py, PyAny>)>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let py = n.py;
     let Some(pages) = pages else {
         return Ok(py.None().into_bound(py));
     };
@@ -329,7 +391,13 @@ fn image_to_py<'py>(
         let row = if let Some((_, obj)) = made.iter().find(|(q, _)| q == p) {
             obj.clone()
         } else {
-            let obj = (p.mapped, p.prot, p.uffd, p.populated, p.value)
+            let obj = (
+                p.mapped,
+                n.int(p.prot)?,
+                p.uffd,
+                p.populated,
+                n.int(p.value)?,
+            )
                 .into_pyobject(py)?
                 .into_any();
             made.push((*p, obj.clone()));
@@ -351,10 +419,11 @@ struct MmObjs<'a, 'py> {
 /// `m` as Python objects, reusing those of `prev` (the same mm's previous snapshot) for equal
 /// parts.
 fn mm_to_py<'a, 'py>(
-    py: Python<'py>,
+    n: &Ints<'_, 'py>,
     m: &'a MmSnap,
     prev: Option<&MmObjs<'_, 'py>>,
 ) -> PyResult<MmObjs<'a, 'py>> {
+    let py = n.py;
     let vmas = if let Some(p) = prev.filter(|p| p.snap.vmas == m.vmas) {
         p.vmas.clone()
     } else {
@@ -369,7 +438,7 @@ fn mm_to_py<'a, 'py>(
         let same = prev.filter(|q| q.snap.ptes.get(i) == Some(p));
         ptes.push(match same {
             Some(q) => q.ptes[i].clone(),
-            None => (p.kind, p.data, p.writable, p.ref_)
+            None => (n.int(p.kind)?, n.int(p.data)?, p.writable, n.int(p.ref_)?)
                 .into_pyobject(py)?
                 .into_any(),
         });
@@ -388,7 +457,8 @@ fn mm_to_py<'a, 'py>(
 /// The snapshots as `from_native` reads them. Consecutive snapshots mostly repeat an mm's
 /// VMAs and PTEs, the folio counts and the swap slots unchanged: each such part reuses the
 /// previous snapshot's Python object (an unchanged mm, its whole `(vmas, ptes)` pair).
-fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyTuple>> {
+fn snapshots_to_py<'py>(n: &Ints<'_, 'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyTuple>> {
+    let py = n.py;
     let mut prev: Vec<Option<MmObjs<'_, 'py>>> = Vec::new();
     let mut prev_counts: Option<(&Snapshot, Bound<'py, PyTuple>, Bound<'py, PyTuple>)> = None;
     let mut out = Vec::with_capacity(snaps.len());
@@ -404,7 +474,7 @@ fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'
                 mms.push(p.pair.clone());
                 continue;
             }
-            let objs = mm_to_py(py, m, prev[i].as_ref())?;
+            let objs = mm_to_py(n, m, prev[i].as_ref())?;
             mms.push(objs.pair.clone());
             prev[i] = Some(objs);
         }
@@ -418,7 +488,7 @@ fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'
             ),
         };
         let item = (
-            snap.after,
+            n.int(snap.after)?,
             PyTuple::new(py, mms)?,
             folios.clone(),
             swap.clone(),

@@ -72,6 +72,9 @@ pub fn memory_image(s: &State) -> Vec<Option<Vec<PageImage>>> {
         .collect()
 }
 
+// take_snapshot() finds the busy swap slots with a u64 mask.
+const _: () = assert!(NR_SWAP_SLOTS <= 64);
+
 /// The folios of a snapshot in numbering order: each is mapped by a PTE or in the swap
 /// cache, so there are never more than the PTEs and slots that can name one.
 type FolioOrder = InlineVec<FolioId, { MAX_MMS * MAX_PAGES + NR_SWAP_SLOTS }>;
@@ -139,11 +142,19 @@ pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
                 .map(|mm| mm_snap(s, mm, &mut order))
         })
         .collect();
-    let mut swap = Vec::new();
+    // Most slots are free and uncached: find the others without a branch per slot.
+    let mut busy = 0u64;
     for (i, (slot, cached)) in s.swap.slots.iter().zip(&s.swap.cache).enumerate() {
-        if let Some(f) = *cached {
+        busy |= u64::from(!slot.is_free() || cached.is_some()) << i;
+    }
+    let mut swap = Vec::new();
+    while busy != 0 {
+        let i = busy.trailing_zeros() as usize;
+        busy &= busy - 1;
+        if let Some(f) = s.swap.cache[i] {
             folio_number(&mut order, f);
         }
+        let slot = &s.swap.slots[i];
         if !slot.is_free() {
             swap.push((i, slot.count, slot.has_cache));
         }
