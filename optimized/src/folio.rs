@@ -209,7 +209,7 @@ async fn wait_bit(k: &Kernel, f: FolioId, site: &'static str, killable: bool) ->
                 return true;
             }
             if killable && s.cur[tid].killed {
-                fo(&mut s, f).waiters.retain(|&t| t != tid);
+                fo(&mut s, f).waiters.retain(|t| t != tid);
                 return false;
             }
             s.cur[tid].killable = killable;

@@ -14,7 +14,7 @@ use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::inline::InlineVec;
+use crate::inline::TaskList;
 use crate::migrate::MigrationFailure;
 use crate::mutant::Mutant;
 use crate::objects::{
@@ -165,8 +165,8 @@ impl State {
             mapcount: 0,
             locked: false,
             lock_owner: -1,
-            waiters: InlineVec::default(),
-            wb_waiters: InlineVec::default(),
+            waiters: TaskList::default(),
+            wb_waiters: TaskList::default(),
             anon_exclusive: false,
             swapcache: -1,
             uptodate: true,

@@ -198,19 +198,15 @@ fn start_daemons(
 /// The three phases; the run's status.
 fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'static str {
     // The ops are in case order: setup, each thread's in turn, post; each part is a range.
-    let mut at = 0;
-    let mut part = |n: usize| {
-        at += n;
-        at - n..at
-    };
-    let setup = part(case.setup.len());
-    let threads: Vec<Range<usize>> = case.threads.iter().map(|t| part(t.len())).collect();
-    let post = part(case.post.len());
-    start_user(r, ex, r.main, setup, None);
+    let setup = 0..case.setup.len();
+    let post = r.ops.len() - case.post.len()..r.ops.len();
+    start_user(r, ex, r.main, setup.clone(), None);
     let mut status = r.run_phase(ex);
     if status == STATUS_OK && !r.aborted() {
-        for (t, (&tid, ops)) in r.threads.iter().zip(threads).enumerate() {
-            start_user(r, ex, tid, ops, Some(t));
+        let mut at = setup.end;
+        for (t, (&tid, ops)) in r.threads.iter().zip(&case.threads).enumerate() {
+            start_user(r, ex, tid, at..at + ops.len(), Some(t));
+            at += ops.len();
         }
         let s = &case.schedule;
         let ntasks = r.k.sched.borrow().tasks.len();
@@ -461,6 +457,8 @@ fn build_record(
         .collect();
     let snapshots = std::mem::take(&mut book.snapshots);
     let mut s = r.k.st.borrow_mut();
-    let sched = r.k.sched.borrow();
-    crate::record::build_record(&mut s, &sched, ops, snapshots, status, wait_for, stopped)
+    let mut sched = r.k.sched.borrow_mut();
+    crate::record::build_record(
+        &mut s, &mut sched, ops, snapshots, status, wait_for, stopped,
+    )
 }
