@@ -145,7 +145,8 @@ pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
     // Most slots are free and uncached: find the others without a branch per slot.
     let mut busy = 0u64;
     for (i, (slot, cached)) in s.swap.slots.iter().zip(&s.swap.cache).enumerate() {
-        busy |= u64::from(!slot.is_free() || cached.is_some()) << i;
+        let used = (slot.count != 0) | slot.has_cache | cached.is_some();
+        busy |= u64::from(used) << i;
     }
     let mut swap = Vec::new();
     while busy != 0 {
