@@ -272,14 +272,20 @@ impl Runner {
             let op = self.ops[idx].3;
             self.k.yield_now("op:start").await;
             self.take_pending_snapshot();
-            if self.k.st().cur[tid].killed {
-                break; // a killed task stops: its remaining ops are not run
+            {
+                let mut s = self.k.st();
+                if s.cur[tid].killed {
+                    break; // a killed task stops: its remaining ops are not run
+                }
+                s.cur[tid].op_index = Some(idx);
             }
-            self.book.borrow_mut().owner[idx] = Some(tid);
-            self.k.st().cur[tid].op_index = Some(idx);
             let invoke = self.k.sched.borrow_mut().op_begin(tid);
-            // Pending: no result until it returns.
-            self.book.borrow_mut().results[idx] = [step_i64(invoke), -1, 0];
+            {
+                let mut book = self.book.borrow_mut();
+                book.owner[idx] = Some(tid);
+                // Pending: no result until it returns.
+                book.results[idx] = [step_i64(invoke), -1, 0];
+            }
             let mut result = if op.kind == OpKind::Kill {
                 self.kill(usize::from(op.target()))
             } else {
@@ -323,8 +329,11 @@ impl Runner {
     }
 
     fn take_pending_snapshot(&self) {
+        if !self.serial {
+            return; // snapshots are taken under the serial strategy only
+        }
         let pending = self.book.borrow_mut().pending_snapshot.take();
-        if let (true, Some(after)) = (self.serial, pending) {
+        if let Some(after) = pending {
             let snap = take_snapshot(&self.k.st.borrow(), after);
             self.book.borrow_mut().snapshots.push(snap);
         }
