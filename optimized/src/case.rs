@@ -393,6 +393,8 @@ fn encode_valid(case: &Case) -> Vec<u8> {
         small_len(case.threads.len()),
         sched.strategy.code(),
     ];
+    // The rest: seed, depth, steps, part lengths, 7 bytes an op, the choices.
+    out.reserve(8 + 1 + 2 + case.threads.len() + 2 + 7 * case.op_count() + 2 + sched.choices.len());
     out.extend(sched.seed.to_le_bytes());
     out.push(sched.depth);
     out.extend(sched.steps.to_le_bytes());

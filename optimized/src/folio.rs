@@ -24,6 +24,7 @@ use crate::primitives::{
 pub const EINTR: i32 = -4;
 
 /// KASAN: `folio` must not have been freed.
+#[inline(always)]
 pub fn check_folio(s: &mut State, f: FolioId, function: &str) -> KResult<()> {
     if s.folios[f as usize].freed {
         let msg = format!("folio#{f} used after free");
@@ -208,7 +209,7 @@ async fn wait_bit(k: &Kernel, f: FolioId, site: &'static str, killable: bool) ->
                 return true;
             }
             if killable && s.cur[tid].killed {
-                fo(&mut s, f).waiters.retain(|&t| t != tid);
+                fo(&mut s, f).waiters.retain(|t| t != tid);
                 return false;
             }
             s.cur[tid].killable = killable;

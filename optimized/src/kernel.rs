@@ -14,7 +14,7 @@ use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use crate::inline::InlineVec;
+use crate::inline::TaskList;
 use crate::migrate::MigrationFailure;
 use crate::mutant::Mutant;
 use crate::objects::{
@@ -31,7 +31,7 @@ use crate::userfaultfd::MonitorRecord;
 #[derive(Debug)]
 pub struct State {
     pub nr_pages: u32,
-    pub mms: [Option<Mm>; MAX_MMS],
+    pub mms: [Option<Box<Mm>>; MAX_MMS],
     /// mm ids in creation order: the rmap walk order.
     pub mm_order: Vec<MmId>,
     pub next_mm_serial: usize,
@@ -91,7 +91,7 @@ impl State {
             migration_failures: Vec::new(),
             growths: Vec::new(),
             monitor_records: Vec::new(),
-            cur: (0..ntasks).map(|_| Current::default()).collect(),
+            cur: vec![Current::default(); ntasks],
             contract: Contract::new(trace),
             mutant,
             tid: 0,
@@ -133,7 +133,7 @@ impl State {
     pub fn new_mm(&mut self, id: MmId) {
         self.mm_order.push(id);
         self.next_mm_serial += 1;
-        self.mms[id] = Some(Mm {
+        self.mms[id] = Some(Box::new(Mm {
             id,
             serial: self.next_mm_serial,
             mmap_lock: RwSem::default(),
@@ -145,7 +145,7 @@ impl State {
             detached: Vec::new(),
             visible: false,
             fork_visited: Vec::new(),
-        });
+        }));
     }
 
     /// Tear down mm `id` (a fork child nobody saw).
@@ -165,8 +165,8 @@ impl State {
             mapcount: 0,
             locked: false,
             lock_owner: -1,
-            waiters: InlineVec::default(),
-            wb_waiters: InlineVec::default(),
+            waiters: TaskList::default(),
+            wb_waiters: TaskList::default(),
             anon_exclusive: false,
             swapcache: -1,
             uptodate: true,
@@ -263,12 +263,21 @@ impl DerefMut for St<'_> {
 }
 
 impl Drop for St<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
         if !self.s.wakes.is_empty() {
-            let mut sched = self.k.sched.borrow_mut();
-            for t in self.s.wakes.drain(..) {
-                sched.wake(t);
-            }
+            self.hand_over_wakes();
+        }
+    }
+}
+
+impl St<'_> {
+    /// Hand the buffered wake-ups to the scheduler.
+    #[inline(never)]
+    fn hand_over_wakes(&mut self) {
+        let mut sched = self.k.sched.borrow_mut();
+        for t in self.s.wakes.drain(..) {
+            sched.wake(t);
         }
     }
 }
@@ -283,7 +292,8 @@ impl Kernel {
         trace: bool,
         mutant: Mutant,
     ) -> Self {
-        let sched = Sched::new(sched::DEFAULT_MAX_STEPS, sched::DEFAULT_STALL_STEPS, trace);
+        let mut sched = Sched::new(sched::DEFAULT_MAX_STEPS, sched::DEFAULT_STALL_STEPS, trace);
+        sched.tasks.reserve_exact(ntasks);
         Self {
             sched: RefCell::new(sched),
             st: RefCell::new(State::new(nr_pages, swap_async, ntasks, trace, mutant)),

@@ -21,6 +21,7 @@ use crate::rwsem::{down, downgrade_write, trylock, up_read, up_write};
 use crate::vma_lock::vma_end_write_all;
 
 /// I8: a thread holding a VMA read lock never blocks on `mmap_lock`.
+#[inline]
 fn check_vma_mmap_order(s: &mut State, mm: MmId, primitive: &'static str) {
     if let Some(v) = holds_vma_read_lock(s) {
         violate(
@@ -111,6 +112,7 @@ pub fn mmap_assert_locked(s: &mut State, mm: MmId, rule: &'static str, function:
 }
 
 /// `mmap_assert_write_locked()` for the current task.
+#[inline]
 pub fn mmap_assert_write_locked(
     s: &mut State,
     mm: MmId,

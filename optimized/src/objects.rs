@@ -8,7 +8,7 @@
 //! id, so a new folio never equals an old one; swap slots by number, so slot reuse is an ABA
 //! hazard as in the kernel).
 
-use crate::inline::InlineVec;
+use crate::inline::TaskList;
 use crate::primitives::SpinLock;
 use crate::rwsem::RwSem;
 use crate::sched::TaskId;
@@ -161,8 +161,8 @@ pub struct Folio {
     pub locked: bool,
     /// The task holding `PG_locked`, [`IO_OWNER`], or -1.
     pub lock_owner: i64,
-    pub waiters: InlineVec<TaskId, 16>,
-    pub wb_waiters: InlineVec<TaskId, 16>,
+    pub waiters: TaskList,
+    pub wb_waiters: TaskList,
     pub anon_exclusive: bool,
     /// The swap slot while in the swap cache, else -1.
     pub swapcache: i32,

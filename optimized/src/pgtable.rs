@@ -26,6 +26,7 @@ pub const fn table_index(page: Page) -> usize {
     page as usize / PTRS_PER_TABLE
 }
 
+#[inline(always)]
 pub fn check_table(s: &mut State, table: TableId, function: &str) -> KResult<()> {
     if s.tables[table].freed {
         let name = crate::primitives::lock_name(s, LockId::Ptl(table));

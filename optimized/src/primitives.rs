@@ -42,6 +42,7 @@ pub enum Abort {
 pub type KResult<T> = Result<T, Abort>;
 
 /// A broken model invariant, as an `Err`.
+#[cold]
 pub fn model_error<T>(msg: impl Into<String>) -> KResult<T> {
     Err(Abort::Model(msg.into()))
 }
@@ -187,6 +188,7 @@ fn lock_seq(s: &State, lock: LockId) -> Vec<i64> {
 }
 
 /// Record a broken rule (the run goes on; see [`violate_fatal`]).
+#[cold]
 pub fn violate(s: &mut State, rule: &'static str, function: &str, message: String) {
     if s.contract.violations.len() < MAX_VIOLATIONS {
         let (step, task) = (s.step, s.tid);
@@ -201,6 +203,7 @@ pub fn violate(s: &mut State, rule: &'static str, function: &str, message: Strin
 }
 
 /// Record a broken rule and stop the run: continuing would corrupt the model.
+#[cold]
 pub fn violate_fatal<T>(
     s: &mut State,
     rule: &'static str,
@@ -212,6 +215,7 @@ pub fn violate_fatal<T>(
 }
 
 /// Record a lock event for `lock` (only when tracing).
+#[inline(always)]
 pub fn event(
     s: &mut State,
     action: &'static str,
@@ -220,13 +224,25 @@ pub fn event(
     mode: Mode,
 ) {
     if s.contract.events.is_some() {
-        let obj = lock_name(s, lock);
-        let seq = lock_seq(s, lock);
-        event_obj(s, action, primitive, obj, mode.name(), seq);
+        lock_event(s, action, primitive, lock, mode);
     }
 }
 
+#[inline(never)]
+fn lock_event(
+    s: &mut State,
+    action: &'static str,
+    primitive: &'static str,
+    lock: LockId,
+    mode: Mode,
+) {
+    let obj = lock_name(s, lock);
+    let seq = lock_seq(s, lock);
+    event_obj(s, action, primitive, obj, mode.name(), seq);
+}
+
 /// The lock summary follows a folio's `PG_locked` (`folio_event` of `folio_lock`).
+#[inline]
 fn folio_lock_summary(s: &mut State, action: &str, f: FolioId) {
     if action == "acquire" {
         let tid = s.tid;
@@ -265,6 +281,7 @@ pub fn event_obj(
 }
 
 /// Record a lock event on folio `f`'s `PG_locked` bit (only when tracing).
+#[inline(always)]
 pub fn folio_event(
     s: &mut State,
     action: &'static str,
@@ -276,11 +293,23 @@ pub fn folio_event(
         folio_lock_summary(s, action, f);
     }
     if s.contract.events.is_some() {
-        event_obj(s, action, primitive, format!("folio#{f}"), mode, Vec::new());
+        folio_lock_event(s, action, primitive, f, mode);
     }
 }
 
+#[inline(never)]
+fn folio_lock_event(
+    s: &mut State,
+    action: &'static str,
+    primitive: &'static str,
+    f: FolioId,
+    mode: &'static str,
+) {
+    event_obj(s, action, primitive, format!("folio#{f}"), mode, Vec::new());
+}
+
 /// Whether the current task holds `lock` (in `mode`, if given).
+#[inline(always)]
 pub fn holds(s: &State, lock: LockId, mode: Option<Mode>) -> bool {
     s.cur[s.tid]
         .held
@@ -289,6 +318,7 @@ pub fn holds(s: &State, lock: LockId, mode: Option<Mode>) -> bool {
 }
 
 /// Whether the current task holds any VMA read lock (the per-VMA fault lock).
+#[inline]
 pub fn holds_vma_read_lock(s: &State) -> Option<VmaId> {
     s.cur[s.tid].held.iter().find_map(|&(l, m)| match (l, m) {
         (LockId::Vm(v), Mode::Read) => Some(v),
@@ -297,6 +327,7 @@ pub fn holds_vma_read_lock(s: &State) -> Option<VmaId> {
 }
 
 /// Account an acquisition by task `tid` (after it succeeded).
+#[inline]
 pub fn lock_acquired_by(
     s: &mut State,
     tid: TaskId,
@@ -305,13 +336,7 @@ pub fn lock_acquired_by(
     primitive: &'static str,
 ) {
     if s.cur[tid].held.iter().any(|&(l, _)| l == lock) {
-        let name = lock_name(s, lock);
-        violate(
-            s,
-            "lock.recursive",
-            primitive,
-            format!("{name} acquired ({}) while held", mode.name()),
-        );
+        recursive_acquire(s, lock, mode, primitive);
     }
     let cur = &mut s.cur[tid];
     cur.held.push((lock, mode));
@@ -320,36 +345,62 @@ pub fn lock_acquired_by(
         cur.nspin += 1;
     }
     if s.contract.events.is_some() {
-        let saved = s.tid;
-        s.tid = tid;
-        event(s, "acquire", primitive, lock, mode);
-        s.tid = saved;
+        acquire_event(s, tid, lock, mode, primitive);
     }
 }
 
+#[cold]
+#[inline(never)]
+fn recursive_acquire(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) {
+    let name = lock_name(s, lock);
+    violate(
+        s,
+        "lock.recursive",
+        primitive,
+        format!("{name} acquired ({}) while held", mode.name()),
+    );
+}
+
+#[inline(never)]
+fn acquire_event(s: &mut State, tid: TaskId, lock: LockId, mode: Mode, primitive: &'static str) {
+    let saved = s.tid;
+    s.tid = tid;
+    event(s, "acquire", primitive, lock, mode);
+    s.tid = saved;
+}
+
 /// Account an acquisition by the current task.
+#[inline]
 pub fn lock_acquired(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) {
     let tid = s.tid;
     lock_acquired_by(s, tid, lock, mode, primitive);
 }
 
 /// Account a release by the current task; false (and a violation) if it did not hold it.
+#[inline]
 pub fn lock_released(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) -> bool {
     let tid = s.tid;
     let held = &mut s.cur[tid].held;
-    if let Some(i) = held.iter().rposition(|&(l, m)| l == lock && m == mode) {
-        if i + 1 == held.len() {
-            held.pop();
-        } else {
-            held.remove(i);
-        }
-        s.cur[tid].locks -= lock_weight(lock, mode);
-        if mode == Mode::Spin {
-            s.cur[tid].nspin -= 1;
-        }
-        event(s, "release", primitive, lock, mode);
-        return true;
+    let Some(i) = held.iter().rposition(|&(l, m)| l == lock && m == mode) else {
+        release_unheld(s, lock, mode, primitive);
+        return false;
+    };
+    if i + 1 == held.len() {
+        held.pop();
+    } else {
+        held.remove(i);
     }
+    s.cur[tid].locks -= lock_weight(lock, mode);
+    if mode == Mode::Spin {
+        s.cur[tid].nspin -= 1;
+    }
+    event(s, "release", primitive, lock, mode);
+    true
+}
+
+#[cold]
+#[inline(never)]
+fn release_unheld(s: &mut State, lock: LockId, mode: Mode, primitive: &'static str) {
     let name = lock_name(s, lock);
     violate(
         s,
@@ -357,25 +408,30 @@ pub fn lock_released(s: &mut State, lock: LockId, mode: Mode, primitive: &'stati
         primitive,
         format!("{name} released ({}) but not held", mode.name()),
     );
-    false
 }
 
 /// `might_sleep()`: a blocking point must not be reached holding a spinlock.
+#[inline(always)]
 pub fn might_sleep(s: &mut State, function: &str) {
     if s.cur[s.tid].nspin > 0 {
-        let names: Vec<String> = s.cur[s.tid]
-            .held
-            .iter()
-            .filter(|(_, m)| *m == Mode::Spin)
-            .map(|&(l, _)| lock_name(s, l))
-            .collect();
-        violate(
-            s,
-            "lock.sleep-under-ptl",
-            function,
-            format!("may sleep holding {}", names.join(", ")),
-        );
+        sleep_under_spinlock(s, function);
     }
+}
+
+#[inline(never)]
+fn sleep_under_spinlock(s: &mut State, function: &str) {
+    let names: Vec<String> = s.cur[s.tid]
+        .held
+        .iter()
+        .filter(|(_, m)| *m == Mode::Spin)
+        .map(|&(l, _)| lock_name(s, l))
+        .collect();
+    violate(
+        s,
+        "lock.sleep-under-ptl",
+        function,
+        format!("may sleep holding {}", names.join(", ")),
+    );
 }
 
 /// Return to user space (or quiescence): the task must hold nothing.

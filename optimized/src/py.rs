@@ -11,14 +11,16 @@ use std::panic::{self, UnwindSafe};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyInt, PyString, PyTuple};
+use pyo3::BoundObject;
 
 use crate::case;
 use crate::mutant::{Mutant, MUTANTS};
 use crate::oracle::case::{Kind, Op, MAX_MMS, PROT_MASK};
 use crate::oracle::spec::{ImagePage, ImageState};
-use crate::oracle::{self, OpRecord, Record, StackGrowth};
-use crate::record::{MmSnap, PageImage, RunRecord, Snapshot};
+use crate::oracle::{self, Record, StackGrowth};
+use crate::record::{MmSnap, OpRecord, PageImage, RunRecord, Snapshot};
 use crate::run::{self, run_with};
 use crate::sched::toys::{run_toy, Toy, ToyWait};
 use crate::sched::{features, RunOutcome};
@@ -193,28 +195,87 @@ fn run_bytes<'py>(
 }
 
 /// The chosen task ids as bytes (`tuple()` of it is the id sequence; ids are below 16).
-fn schedule_bytes<'py>(py: Python<'py>, chosen: &[usize]) -> Bound<'py, PyBytes> {
-    let ids: Vec<u8> = chosen
-        .iter()
-        .map(|&t| u8::try_from(t).unwrap_or(u8::MAX))
-        .collect();
-    PyBytes::new(py, &ids)
+fn schedule_bytes<'py>(py: Python<'py>, chosen: &[usize]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, chosen.len(), |buf| {
+        for (b, &t) in buf.iter_mut().zip(chosen) {
+            *b = u8::try_from(t).unwrap_or(u8::MAX);
+        }
+        Ok(())
+    })
+}
+
+/// The Python string of one of the record's fixed names (op parts, engine, status, counter
+/// names): created once per interpreter, not per record.
+fn fixed_str<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
+    let cached = match s {
+        "setup" => intern!(py, "setup"),
+        "thread" => intern!(py, "thread"),
+        "post" => intern!(py, "post"),
+        "monitor" => intern!(py, "monitor"),
+        "optimized" => intern!(py, "optimized"),
+        "ok" => intern!(py, "ok"),
+        "deadlock" => intern!(py, "deadlock"),
+        "livelock" => intern!(py, "livelock"),
+        "VMA_LOCK_SUCCESS" => intern!(py, "VMA_LOCK_SUCCESS"),
+        "VMA_LOCK_ABORT" => intern!(py, "VMA_LOCK_ABORT"),
+        "VMA_LOCK_RETRY" => intern!(py, "VMA_LOCK_RETRY"),
+        "VMA_LOCK_MISS" => intern!(py, "VMA_LOCK_MISS"),
+        _ => return PyString::intern(py, s),
+    };
+    cached.clone()
+}
+
+/// The Python ints `0..SMALL_INTS` (steps, ids, page numbers, small values), made once per
+/// interpreter: a record holds hundreds of such ints, and taking a reference to a ready one
+/// costs a fraction of converting each.
+const SMALL_INTS: usize = 1024;
+
+static SMALL_INT_OBJECTS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+
+/// Converts the record's integers, small ones from the shared table.
+struct Ints<'a, 'py> {
+    py: Python<'py>,
+    small: &'a [Py<PyAny>],
+}
+
+impl<'py> Ints<'_, 'py> {
+    fn new(py: Python<'py>) -> Self {
+        let small = SMALL_INT_OBJECTS.get_or_init(py, || {
+            (0..SMALL_INTS)
+                .map(|i| {
+                    let Ok(obj) = i.into_pyobject(py);
+                    obj.into_any().unbind()
+                })
+                .collect()
+        });
+        Self { py, small }
+    }
+
+    fn int(
+        &self,
+        v: impl TryInto<usize> + IntoPyObject<'py> + Copy,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(obj) = v.try_into().ok().and_then(|i| self.small.get(i)) {
+            return Ok(obj.bind(self.py).clone());
+        }
+        v.into_pyobject(self.py)
+            .map(|obj| obj.into_any().into_bound())
+            .map_err(Into::into)
+    }
 }
 
 /// `RunRecord` as the nested tuples of `RunRecord.from_native` (same field order). Every
 /// sequence the record keeps as a tuple is built as one here, so the conversion copies nothing.
 fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTuple>> {
-    let mut ops = Vec::with_capacity(r.ops.len());
-    for o in &r.ops {
-        let op = &o.op;
-        let fields = (op.kind.code(), op.mm, op.page, op.npages, op.prot, op.value);
-        let part = PyString::intern(py, o.part);
-        let item = (
-            o.index, part, o.task, fields, o.invoke, o.response, o.result,
-        );
-        ops.push(item.into_pyobject(py)?);
-    }
-    let image = PyTuple::new(py, r.image.iter().map(|m| image_to_py(py, m.as_deref())))?;
+    let n = Ints::new(py);
+    let ops = ops_to_py(&n, &r.ops)?;
+    let mut made = Vec::new();
+    let image = r
+        .image
+        .iter()
+        .map(|m| image_to_py(&n, m.as_deref(), &mut made))
+        .collect::<PyResult<Vec<_>>>()?;
+    let image = PyTuple::new(py, image)?;
     let viol = r.violations.iter().map(|v| {
         (
             v.rule,
@@ -224,7 +285,7 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
             v.task,
         )
     });
-    let snaps = snapshots_to_py(py, &r.snapshots)?;
+    let snaps = snapshots_to_py(&n, &r.snapshots)?;
     let locks = r
         .lock_events
         .iter()
@@ -265,13 +326,13 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
         })
         .collect::<PyResult<Vec<_>>>()?;
     let extra = PyDict::new(py);
-    extra.set_item("stopped", r.stopped)?;
+    extra.set_item(intern!(py, "stopped"), r.stopped)?;
     if !r.growths.is_empty() {
-        extra.set_item("growths", PyTuple::new(py, &r.growths)?)?;
+        extra.set_item(intern!(py, "growths"), PyTuple::new(py, &r.growths)?)?;
     }
     let items: [Bound<'_, PyAny>; 16] = [
-        PyString::intern(py, r.engine).into_any(),
-        PyString::intern(py, r.status).into_any(),
+        fixed_str(py, r.engine).into_any(),
+        fixed_str(py, r.status).into_any(),
         PyTuple::new(py, ops)?.into_any(),
         image.into_any(),
         PyTuple::new(py, viol)?.into_any(),
@@ -280,64 +341,165 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
         PyTuple::new(py, &r.trace)?.into_any(),
         PyTuple::new(py, wait)?.into_any(),
         PyTuple::new(py, migr)?.into_any(),
-        PyTuple::new(py, r.counters)?.into_any(),
-        schedule_bytes(py, &r.schedule).into_any(),
+        PyTuple::new(py, r.counters.map(|(name, c)| (fixed_str(py, name), c)))?.into_any(),
+        schedule_bytes(py, &r.schedule)?.into_any(),
         PyBytes::new(py, &r.choices).into_any(),
-        r.steps.into_pyobject(py)?.into_any(),
+        n.int(r.steps)?,
         PyTuple::new(py, &r.features)?.into_any(),
         extra.into_any(),
     ];
     PyTuple::new(py, items)
 }
 
-/// One mm's memory image: None, or a tuple of per-page field tuples.
-fn image_to_py<'py>(py: Python<'py>, pages: Option<&[PageImage]>) -> Bound<'py, PyAny> {
+/// The op records: `(index, part, task, (kind, mm, page, npages, prot, value), invoke,
+/// response, result)` each.
+fn ops_to_py<'py>(n: &Ints<'_, 'py>, ops: &[OpRecord]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+    let mut out = Vec::with_capacity(ops.len());
+    for o in ops {
+        let op = &o.op;
+        let fields = (
+            n.int(op.kind.code())?,
+            n.int(op.mm)?,
+            n.int(op.page)?,
+            n.int(op.npages)?,
+            n.int(op.prot)?,
+            n.int(op.value)?,
+        );
+        let item = (
+            n.int(o.index)?,
+            fixed_str(n.py, o.part),
+            n.int(o.task)?,
+            fields,
+            n.int(o.invoke)?,
+            n.int(o.response)?,
+            n.int(o.result)?,
+        );
+        out.push(item.into_pyobject(n.py)?);
+    }
+    Ok(out)
+}
+
+/// One mm's memory image: None, or a tuple of per-page field tuples. Equal pages (most
+/// unmapped or untouched pages look alike) share one tuple.
+fn image_to_py<'py>(
+    n: &Ints<'_, 'py>,
+    pages: Option<&[PageImage]>,
+    made: &mut Vec<(PageImage, Bound<'py, PyAny>)>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = n.py;
     let Some(pages) = pages else {
-        return py.None().into_bound(py);
+        return Ok(py.None().into_bound(py));
     };
-    let rows = pages
-        .iter()
-        .map(|p| (p.mapped, p.prot, p.uffd, p.populated, p.value));
-    // Tuples of ints and bools cannot fail to convert.
-    PyTuple::new(py, rows).map_or_else(|_| py.None().into_bound(py), Bound::into_any)
+    let mut rows = Vec::with_capacity(pages.len());
+    for p in pages {
+        let row = if let Some((_, obj)) = made.iter().find(|(q, _)| q == p) {
+            obj.clone()
+        } else {
+            let obj = (
+                p.mapped,
+                n.int(p.prot)?,
+                p.uffd,
+                p.populated,
+                n.int(p.value)?,
+            )
+                .into_pyobject(py)?
+                .into_any();
+            made.push((*p, obj.clone()));
+            obj
+        };
+        rows.push(row);
+    }
+    Ok(PyTuple::new(py, rows)?.into_any())
+}
+
+/// One mm snapshot as Python objects: the `(vmas, ptes)` pair and its parts.
+struct MmObjs<'a, 'py> {
+    snap: &'a MmSnap,
+    pair: Bound<'py, PyAny>,
+    vmas: Bound<'py, PyAny>,
+    ptes: Vec<Bound<'py, PyAny>>,
+}
+
+/// `m` as Python objects, reusing those of `prev` (the same mm's previous snapshot) for equal
+/// parts.
+fn mm_to_py<'a, 'py>(
+    n: &Ints<'_, 'py>,
+    m: &'a MmSnap,
+    prev: Option<&MmObjs<'_, 'py>>,
+) -> PyResult<MmObjs<'a, 'py>> {
+    let py = n.py;
+    let vmas = if let Some(p) = prev.filter(|p| p.snap.vmas == m.vmas) {
+        p.vmas.clone()
+    } else {
+        let rows = m
+            .vmas
+            .iter()
+            .map(|v| (v.start, v.end, v.prot, v.uffd, v.growsdown, v.anon_vma));
+        PyTuple::new(py, rows)?.into_any()
+    };
+    let mut ptes = Vec::with_capacity(m.ptes.len());
+    for (i, p) in m.ptes.iter().enumerate() {
+        let same = prev.filter(|q| q.snap.ptes.get(i) == Some(p));
+        ptes.push(match same {
+            Some(q) => q.ptes[i].clone(),
+            None => (n.int(p.kind)?, n.int(p.data)?, p.writable, n.int(p.ref_)?)
+                .into_pyobject(py)?
+                .into_any(),
+        });
+    }
+    let pair = (vmas.clone(), PyTuple::new(py, &ptes)?)
+        .into_pyobject(py)?
+        .into_any();
+    Ok(MmObjs {
+        snap: m,
+        pair,
+        vmas,
+        ptes,
+    })
 }
 
 /// The snapshots as `from_native` reads them. Consecutive snapshots mostly repeat an mm's
-/// VMAs and PTEs unchanged: such an mm snapshot reuses the previous one's Python object.
-fn snapshots_to_py<'py>(py: Python<'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyTuple>> {
-    let mut prev: Vec<Option<(&MmSnap, Bound<'py, PyAny>)>> = Vec::new();
+/// VMAs and PTEs, the folio counts and the swap slots unchanged: each such part reuses the
+/// previous snapshot's Python object (an unchanged mm, its whole `(vmas, ptes)` pair).
+fn snapshots_to_py<'py>(n: &Ints<'_, 'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyTuple>> {
+    let py = n.py;
+    let mut prev: Vec<Option<MmObjs<'_, 'py>>> = Vec::new();
+    let mut prev_counts: Option<(&Snapshot, Bound<'py, PyTuple>, Bound<'py, PyTuple>)> = None;
     let mut out = Vec::with_capacity(snaps.len());
     for snap in snaps {
         let mut mms = Vec::with_capacity(snap.mms.len());
-        prev.resize(snap.mms.len(), None);
+        prev.resize_with(snap.mms.len(), || None);
         for (i, m) in snap.mms.iter().enumerate() {
             let Some(m) = m else {
                 mms.push(py.None().into_bound(py));
                 continue;
             };
-            if let Some((_, obj)) = prev[i].as_ref().filter(|(p, _)| *p == m) {
-                mms.push(obj.clone());
+            if let Some(p) = prev[i].as_ref().filter(|p| p.snap == m) {
+                mms.push(p.pair.clone());
                 continue;
             }
-            let vmas = m
-                .vmas
-                .iter()
-                .map(|v| (v.start, v.end, v.prot, v.uffd, v.growsdown, v.anon_vma));
-            let ptes = m.ptes.iter().map(|p| (p.kind, p.data, p.writable, p.ref_));
-            let obj = (PyTuple::new(py, vmas)?, PyTuple::new(py, ptes)?)
-                .into_pyobject(py)?
-                .into_any();
-            mms.push(obj.clone());
-            prev[i] = Some((m, obj));
+            let objs = mm_to_py(n, m, prev[i].as_ref())?;
+            mms.push(objs.pair.clone());
+            prev[i] = Some(objs);
         }
+        let (folios, swap) = match &prev_counts {
+            Some((p, folios, swap)) if p.folios == snap.folios && p.swap == snap.swap => {
+                (folios.clone(), swap.clone())
+            }
+            _ => (
+                PyTuple::new(py, &snap.folios)?,
+                PyTuple::new(py, &snap.swap)?,
+            ),
+        };
         let item = (
-            snap.after,
+            n.int(snap.after)?,
             PyTuple::new(py, mms)?,
-            PyTuple::new(py, &snap.folios)?,
-            PyTuple::new(py, &snap.swap)?,
+            folios.clone(),
+            swap.clone(),
             PyTuple::new(py, &snap.locks)?,
         );
         out.push(item.into_pyobject(py)?);
+        prev_counts = Some((snap, folios, swap));
     }
     PyTuple::new(py, out)
 }
@@ -366,7 +528,8 @@ fn linearizable(
 }
 
 /// What the checker reads of a record: `RunRecord.ops`, `.growths` and `.image` as tuples of
-/// `OpRecord`, `StackGrowth` and `PageImage` (read by attribute, nothing copied in Python).
+/// `OpRecord` (a named tuple, read by position), `StackGrowth` and `PageImage` (read by
+/// attribute); nothing is copied in Python.
 fn lin_record(
     nr_pages: usize,
     ops: &Bound<'_, PyAny>,
@@ -404,16 +567,23 @@ fn mm_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> Option<usize> 
         .filter(|&mm| mm < MAX_MMS)
 }
 
-fn lin_op_record(o: &Bound<'_, PyAny>) -> Option<OpRecord> {
+fn lin_op_record(o: &Bound<'_, PyAny>) -> Option<oracle::OpRecord> {
     let py = o.py();
-    let op = o.getattr(intern!(py, "op")).ok()?;
+    // `fuzz.record.OpRecord` is a named tuple: (index, part, task, op, invoke, response,
+    // result). Reading it by position costs a fraction of a lookup by name.
+    let rec = o.cast::<PyTuple>().ok()?;
+    if rec.len() != 7 {
+        return None;
+    }
+    let field = |i: usize| -> Option<i64> { rec.get_item(i).ok()?.extract().ok() };
+    let op = rec.get_item(3).ok()?;
     let kind = op.getattr(intern!(py, "kind")).ok()?;
     // `fuzz.linearize` tests kinds by identity with `OpKind` members: a plain int is not one.
     if kind.is_exact_instance_of::<PyInt>() || kind.is_instance_of::<PyBool>() {
         return None;
     }
-    Some(OpRecord {
-        index: int_attr(o, intern!(py, "index"))?,
+    Some(oracle::OpRecord {
+        index: field(0)?,
         op: Op {
             kind: Kind::from_code(kind.extract().ok()?)?,
             mm: mm_attr(&op, intern!(py, "mm"))?,
@@ -422,9 +592,9 @@ fn lin_op_record(o: &Bound<'_, PyAny>) -> Option<OpRecord> {
             prot: int_attr(&op, intern!(py, "prot"))?,
             value: int_attr(&op, intern!(py, "value"))?,
         },
-        invoke: int_attr(o, intern!(py, "invoke"))?,
-        response: int_attr(o, intern!(py, "response"))?,
-        result: int_attr(o, intern!(py, "result"))?,
+        invoke: field(4)?,
+        response: field(5)?,
+        result: field(6)?,
     })
 }
 

@@ -128,10 +128,10 @@ pub fn step_i64(step: u64) -> i64 {
 }
 
 /// The record of a finished run: the case's `ops` (in case order), then the monitor's
-/// replies, and everything the state and the scheduler collected.
+/// replies, and everything the state and the scheduler collected (moved out of them).
 pub fn build_record(
     s: &mut State,
-    sched: &Sched<WaitOn>,
+    sched: &mut Sched<WaitOn>,
     mut ops: Vec<OpRecord>,
     snapshots: Vec<Snapshot>,
     status: &'static str,
@@ -166,12 +166,12 @@ pub fn build_record(
         violations: std::mem::take(&mut s.contract.violations),
         snapshots,
         lock_events: s.contract.events.take().unwrap_or_default(),
-        trace: sched.trace.clone().unwrap_or_default(),
+        trace: sched.trace.take().unwrap_or_default(),
         wait_for,
         migration_failures: std::mem::take(&mut s.migration_failures),
         counters,
-        schedule: sched.chosen.clone(),
-        choices: sched.choice_log.clone(),
+        schedule: std::mem::take(&mut sched.chosen),
+        choices: std::mem::take(&mut sched.choice_log),
         steps: sched.step,
         stopped,
         growths: std::mem::take(&mut s.growths),

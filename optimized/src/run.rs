@@ -11,7 +11,9 @@
 //! (when the daemons have drained) and at the end. With `features`, the record carries the
 //! run's interleaving features (`sched::features`), tagged [`crate::record::FEATURE_TAG`].
 
+use std::borrow::Cow;
 use std::cell::RefCell;
+use std::ops::Range;
 use std::rc::Rc;
 
 use crate::case::{Case, Op, OpKind, Strategy};
@@ -53,12 +55,30 @@ struct Book {
     abort: Option<Abort>,
 }
 
+/// The part of a case an op belongs to (`fuzz.record.OpRecord.part`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Setup,
+    Thread,
+    Post,
+}
+
+impl Part {
+    const fn name(self) -> &'static str {
+        match self {
+            Part::Setup => "setup",
+            Part::Thread => "thread",
+            Part::Post => "post",
+        }
+    }
+}
+
 /// One run: the kernel, the task ids, the bookkeeping.
 #[derive(Debug)]
 struct Runner {
     k: Kernel,
     /// (index in case order, part, thread, op) for every op of the case.
-    ops: Vec<(usize, &'static str, usize, Op)>,
+    ops: Vec<(usize, Part, usize, Op)>,
     book: RefCell<Book>,
     serial: bool,
     threads: Vec<TaskId>,
@@ -66,17 +86,25 @@ struct Runner {
 }
 
 /// (index in case order, part, thread, op) for every op of the case.
-fn indexed_ops(case: &Case) -> Vec<(usize, &'static str, usize, Op)> {
-    let mut out: Vec<(&'static str, usize, Op)> =
-        case.setup.iter().map(|&o| ("setup", 0, o)).collect();
+fn indexed_ops(case: &Case) -> Vec<(usize, Part, usize, Op)> {
+    let mut out = Vec::with_capacity(case.op_count());
+    out.extend(case.setup.iter().map(|&o| (Part::Setup, 0, o)));
     for (t, ops) in case.threads.iter().enumerate() {
-        out.extend(ops.iter().map(|&o| ("thread", t, o)));
+        out.extend(ops.iter().map(|&o| (Part::Thread, t, o)));
     }
-    out.extend(case.post.iter().map(|&o| ("post", 0, o)));
+    out.extend(case.post.iter().map(|&o| (Part::Post, 0, o)));
     out.into_iter()
         .enumerate()
         .map(|(i, (p, t, o))| (i, p, t, o))
         .collect()
+}
+
+/// The task name of thread `i` (`t0`, `t1`, ...).
+fn thread_name(i: usize) -> Cow<'static, str> {
+    const NAMES: [&str; 8] = ["t0", "t1", "t2", "t3", "t4", "t5", "t6", "t7"];
+    NAMES
+        .get(i)
+        .map_or_else(|| format!("t{i}").into(), |&n| n.into())
 }
 
 /// Run `case` through the optimized engine; the same case gives the same record. With `trace`,
@@ -104,9 +132,9 @@ pub fn run_with(
     if features {
         k.sched.borrow_mut().enable_features();
     }
-    let mut ex: Executor<WaitOn> = Executor::new();
+    let mut ex: Executor<WaitOn> = Executor::with_capacity(ntasks);
     let threads: Vec<TaskId> = (0..nthreads)
-        .map(|i| ex.spawn(&k.sched, &format!("t{i}"), false))
+        .map(|i| ex.spawn(&k.sched, thread_name(i), false))
         .collect();
     let main = ex.spawn(&k.sched, "main", false);
     let io = ex.spawn(&k.sched, "swap_io", true);
@@ -169,18 +197,16 @@ fn start_daemons(
 
 /// The three phases; the run's status.
 fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'static str {
-    let part = |want: &str, thread: Option<usize>| -> Vec<(usize, Op)> {
-        r.ops
-            .iter()
-            .filter(|(_, p, t, _)| *p == want && thread.is_none_or(|x| x == *t))
-            .map(|&(i, _, _, o)| (i, o))
-            .collect()
-    };
-    start_user(r, ex, r.main, part("setup", None), None);
+    // The ops are in case order: setup, each thread's in turn, post; each part is a range.
+    let setup = 0..case.setup.len();
+    let post = r.ops.len() - case.post.len()..r.ops.len();
+    start_user(r, ex, r.main, setup.clone(), None);
     let mut status = r.run_phase(ex);
     if status == STATUS_OK && !r.aborted() {
-        for (t, &tid) in r.threads.iter().enumerate() {
-            start_user(r, ex, tid, part("thread", Some(t)), Some(t));
+        let mut at = setup.end;
+        for (t, (&tid, ops)) in r.threads.iter().zip(&case.threads).enumerate() {
+            start_user(r, ex, tid, at..at + ops.len(), Some(t));
+            at += ops.len();
         }
         let s = &case.schedule;
         let ntasks = r.k.sched.borrow().tasks.len();
@@ -196,7 +222,7 @@ fn run_phases(r: &Rc<Runner>, ex: &mut Executor<WaitOn>, case: &Case) -> &'stati
     }
     if status == STATUS_OK && !r.aborted() {
         r.k.sched.borrow_mut().policy = Policy::Serial;
-        start_user(r, ex, r.main, part("post", None), None);
+        start_user(r, ex, r.main, post, None);
         status = r.run_phase(ex);
     }
     status
@@ -206,7 +232,7 @@ fn start_user(
     r: &Rc<Runner>,
     ex: &mut Executor<WaitOn>,
     tid: TaskId,
-    ops: Vec<(usize, Op)>,
+    ops: Range<usize>,
     thread: Option<usize>,
 ) {
     let rr = Rc::clone(r);
@@ -239,20 +265,27 @@ impl Runner {
     async fn user_body(
         &self,
         tid: TaskId,
-        ops: Vec<(usize, Op)>,
+        ops: Range<usize>,
         thread: Option<usize>,
     ) -> KResult<()> {
-        for (idx, op) in ops {
+        for idx in ops {
+            let op = self.ops[idx].3;
             self.k.yield_now("op:start").await;
             self.take_pending_snapshot();
-            if self.k.st().cur[tid].killed {
-                break; // a killed task stops: its remaining ops are not run
+            {
+                let mut s = self.k.st();
+                if s.cur[tid].killed {
+                    break; // a killed task stops: its remaining ops are not run
+                }
+                s.cur[tid].op_index = Some(idx);
             }
-            self.book.borrow_mut().owner[idx] = Some(tid);
-            self.k.st().cur[tid].op_index = Some(idx);
             let invoke = self.k.sched.borrow_mut().op_begin(tid);
-            // Pending: no result until it returns.
-            self.book.borrow_mut().results[idx] = [step_i64(invoke), -1, 0];
+            {
+                let mut book = self.book.borrow_mut();
+                book.owner[idx] = Some(tid);
+                // Pending: no result until it returns.
+                book.results[idx] = [step_i64(invoke), -1, 0];
+            }
             let mut result = if op.kind == OpKind::Kill {
                 self.kill(usize::from(op.target()))
             } else {
@@ -289,15 +322,18 @@ impl Runner {
             s.cur[tid].killable
         };
         let mut sched = self.k.sched.borrow_mut();
-        if sched.tasks[tid].state == TaskState::Blocked && killable {
+        if sched.tasks[tid].state() == TaskState::Blocked && killable {
             sched.wake(tid);
         }
         0
     }
 
     fn take_pending_snapshot(&self) {
+        if !self.serial {
+            return; // snapshots are taken under the serial strategy only
+        }
         let pending = self.book.borrow_mut().pending_snapshot.take();
-        if let (true, Some(after)) = (self.serial, pending) {
+        if let Some(after) = pending {
             let snap = take_snapshot(&self.k.st.borrow(), after);
             self.book.borrow_mut().snapshots.push(snap);
         }
@@ -319,7 +355,7 @@ impl Runner {
                 let stuck = sched.unfinished();
                 stuck
                     .into_iter()
-                    .filter(|&t| sched.tasks[t].state == TaskState::Blocked)
+                    .filter(|&t| sched.tasks[t].state() == TaskState::Blocked)
                     .collect()
             };
             if blocked.is_empty() {
@@ -365,17 +401,16 @@ impl Runner {
             }
         }
         let mut sched = self.k.sched.borrow_mut();
-        let task = &mut sched.tasks[tid];
-        task.state = TaskState::Done;
-        task.wait = None;
+        sched.set_state(tid, TaskState::Done);
+        sched.tasks[tid].wait = None;
         sched.active_ops -= 1;
         if sched.active == Some(tid) {
             sched.active = None;
         }
     }
 
-    fn task_of(&self, part: &str, thread: usize) -> TaskId {
-        if part == "thread" {
+    fn task_of(&self, part: Part, thread: usize) -> TaskId {
+        if part == Part::Thread {
             self.threads[thread]
         } else {
             self.main
@@ -420,7 +455,7 @@ fn build_record(
             let task = r.task_of(part, t);
             OpRecord {
                 index: i,
-                part,
+                part: part.name(),
                 task,
                 op,
                 invoke,
@@ -431,6 +466,8 @@ fn build_record(
         .collect();
     let snapshots = std::mem::take(&mut book.snapshots);
     let mut s = r.k.st.borrow_mut();
-    let sched = r.k.sched.borrow();
-    crate::record::build_record(&mut s, &sched, ops, snapshots, status, wait_for, stopped)
+    let mut sched = r.k.sched.borrow_mut();
+    crate::record::build_record(
+        &mut s, &mut sched, ops, snapshots, status, wait_for, stopped,
+    )
 }

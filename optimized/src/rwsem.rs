@@ -15,7 +15,7 @@
 //! hold the lock is reported (`lock.release-unheld`) and still drops one reader, so its
 //! effects (a writer admitted while a reader still runs) stay observable.
 
-use crate::inline::InlineVec;
+use crate::inline::{PackedVec, TaskList};
 use crate::objects::{Kernel, State, WaitOn};
 use crate::primitives::{
     event, holds, lock_acquired, lock_acquired_by, lock_name, lock_released, might_sleep, violate,
@@ -28,10 +28,10 @@ pub const EINTR: i32 = -4;
 /// A writer-preferring FIFO rwsem (see the module docs).
 #[derive(Debug, Clone, Default)]
 pub struct RwSem {
-    pub readers: InlineVec<TaskId, 16>,
+    pub readers: TaskList,
     pub writer: Option<TaskId>,
     /// (task, wants write), FIFO.
-    pub waiters: InlineVec<(TaskId, bool), 16>,
+    pub waiters: PackedVec<(TaskId, bool), 16>,
 }
 
 impl RwSem {
@@ -44,7 +44,7 @@ impl RwSem {
         if let Some(w) = self.writer {
             return vec![w];
         }
-        let mut r: Vec<TaskId> = self.readers.iter().copied().collect();
+        let mut r: Vec<TaskId> = self.readers.iter().collect();
         r.sort_unstable();
         r.dedup();
         r
@@ -84,7 +84,7 @@ fn grant(s: &mut State, lock: LockId, tid: TaskId, write: bool) {
 fn wake_waiters(s: &mut State, lock: LockId) {
     loop {
         let sem = sem_mut(s, lock);
-        let Some(&(tid, write)) = sem.waiters.first() else {
+        let Some((tid, write)) = sem.waiters.first() else {
             return;
         };
         if sem.writer.is_some() || (write && !sem.readers.is_empty()) {
@@ -144,7 +144,7 @@ pub async fn down(
                 return Ok(0);
             }
             if killable && s.cur[tid].killed {
-                sem_mut(&mut s, lock).waiters.retain(|&(t, _)| t != tid);
+                sem_mut(&mut s, lock).waiters.retain(|(t, _)| t != tid);
                 wake_waiters(&mut s, lock);
                 return Ok(EINTR);
             }
@@ -179,7 +179,7 @@ pub fn up_read(s: &mut State, lock: LockId, primitive: &'static str) {
     let tid = s.tid;
     let sem = sem_mut(s, lock);
     let mine = if balanced {
-        sem.readers.iter().position(|&t| t == tid)
+        sem.readers.iter().position(|t| t == tid)
     } else {
         None
     };
@@ -196,6 +196,7 @@ pub fn up_read(s: &mut State, lock: LockId, primitive: &'static str) {
 }
 
 /// Whether the current task holds `lock` for write; a violation (`lock.release-unheld`) if not.
+#[inline]
 fn write_held(s: &mut State, lock: LockId, primitive: &'static str) -> bool {
     let tid = s.tid;
     if sem_mut(s, lock).writer == Some(tid) {
@@ -227,7 +228,7 @@ pub fn downgrade_write(s: &mut State, lock: LockId, primitive: &'static str) {
     sem.readers.push(tid);
     lock_acquired(s, lock, Mode::Read, primitive);
     event(s, "downgrade", primitive, lock, Mode::Read);
-    while let Some(&(t, false)) = sem_mut(s, lock).waiters.first() {
+    while let Some((t, false)) = sem_mut(s, lock).waiters.first() {
         sem_mut(s, lock).waiters.pop_front();
         grant(s, lock, t, false);
     }

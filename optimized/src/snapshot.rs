@@ -16,9 +16,10 @@
 //! | `swap.count`                  | count == #swap PTEs naming the slot; `has_cache` iff a cached folio |
 //! | `pte.outside-vma`             | every non-none PTE lies inside a VMA of its mm         |
 
+use crate::inline::InlineVec;
 use crate::objects::{
-    FolioId, Mm, Page, Pte, PteKind, State, NR_SWAP_SLOTS, PTRS_PER_TABLE, VM_ACCESS_FLAGS,
-    VM_GROWSDOWN, VM_UFFD_MISSING,
+    FolioId, Mm, Page, Pte, PteKind, State, MAX_MMS, MAX_PAGES, NR_SWAP_SLOTS, PTRS_PER_TABLE,
+    VM_ACCESS_FLAGS, VM_GROWSDOWN, VM_UFFD_MISSING,
 };
 use crate::primitives::{lock_name, violate, LockId};
 use crate::record::{MmSnap, PageImage, PteSnap, Snapshot, VmaSnap};
@@ -71,31 +72,25 @@ pub fn memory_image(s: &State) -> Vec<Option<Vec<PageImage>>> {
         .collect()
 }
 
-/// Folio ids in order of first appearance (mms page by page, then the swap cache), and
-/// each folio's number (-1: not numbered).
-fn number_folios(s: &State) -> (Vec<FolioId>, Vec<i64>) {
-    let mut order: Vec<FolioId> = Vec::new();
-    let mut number = vec![-1i64; s.folios.len()];
-    let mut see = |f: FolioId, order: &mut Vec<FolioId>| {
-        if number[f as usize] < 0 {
-            number[f as usize] = i64::try_from(order.len()).unwrap_or(-1);
-            order.push(f);
-        }
-    };
-    for mm in s.mms.iter().flatten().filter(|m| m.visible) {
-        for page in 0..s.nr_pages {
-            if let Some(f) = pte_at(s, mm, page).and_then(|p| p.folio) {
-                see(f, &mut order);
-            }
-        }
-    }
-    for &f in s.swap.cache.iter().flatten() {
-        see(f, &mut order);
-    }
-    (order, number)
+// take_snapshot() finds the busy swap slots with a u64 mask.
+const _: () = assert!(NR_SWAP_SLOTS <= 64);
+
+/// The folios of a snapshot in numbering order: each is mapped by a PTE or in the swap
+/// cache, so there are never more than the PTEs and slots that can name one.
+type FolioOrder = InlineVec<FolioId, { MAX_MMS * MAX_PAGES + NR_SWAP_SLOTS }>;
+
+/// The number of folio `f` in snapshot order, numbering it now if it is new.
+fn folio_number(order: &mut FolioOrder, f: FolioId) -> i64 {
+    let n = order.iter().position(|&g| g == f).unwrap_or_else(|| {
+        order.push(f);
+        order.len() - 1
+    });
+    i64::try_from(n).unwrap_or(-1)
 }
 
-fn mm_snap(s: &State, mm: &Mm, number: &[i64]) -> MmSnap {
+/// One mm's part of a snapshot; numbers the folios it maps that `order` does not hold yet
+/// (mms are taken in id order, so folios are numbered by first appearance, page by page).
+fn mm_snap(s: &State, mm: &Mm, order: &mut FolioOrder) -> MmSnap {
     let vmas = mm
         .vmas
         .iter()
@@ -111,43 +106,60 @@ fn mm_snap(s: &State, mm: &Mm, number: &[i64]) -> MmSnap {
             }
         })
         .collect();
-    let ptes = (0..s.nr_pages)
-        .map(|page| match pte_at(s, mm, page).filter(|p| !p.is_none()) {
+    let mut ptes = Vec::with_capacity(s.nr_pages as usize);
+    for page in 0..s.nr_pages {
+        let pte = pte_at(s, mm, page);
+        let number = pte.and_then(|p| p.folio).map(|f| folio_number(order, f));
+        ptes.push(match pte.filter(|p| !p.is_none()) {
             None => PteSnap {
                 kind: PteKind::None as u8,
                 data: 0,
                 writable: false,
                 ref_: -1,
             },
-            Some(p) => {
-                let ref_ = match (p.kind, p.folio) {
-                    (PteKind::Swap, _) => i64::from(p.slot),
-                    (_, Some(f)) => number[f as usize],
-                    _ => -1,
-                };
-                PteSnap {
-                    kind: p.kind as u8,
-                    data: pte_data(s, &p),
-                    writable: p.writable,
-                    ref_,
-                }
-            }
-        })
-        .collect();
+            Some(p) => PteSnap {
+                kind: p.kind as u8,
+                data: pte_data(s, &p),
+                writable: p.writable,
+                ref_: match p.kind {
+                    PteKind::Swap => i64::from(p.slot),
+                    _ => number.unwrap_or(-1),
+                },
+            },
+        });
+    }
     MmSnap { vmas, ptes }
 }
 
 pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
-    let (order, number) = number_folios(s);
+    let mut order = FolioOrder::default();
     let mms = s
         .mms
         .iter()
         .map(|m| {
             m.as_ref()
                 .filter(|m| m.visible)
-                .map(|mm| mm_snap(s, mm, &number))
+                .map(|mm| mm_snap(s, mm, &mut order))
         })
         .collect();
+    // Most slots are free and uncached: find the others without a branch per slot.
+    let mut busy = 0u64;
+    for (i, (slot, cached)) in s.swap.slots.iter().zip(&s.swap.cache).enumerate() {
+        let used = (slot.count != 0) | slot.has_cache | cached.is_some();
+        busy |= u64::from(used) << i;
+    }
+    let mut swap = Vec::new();
+    while busy != 0 {
+        let i = busy.trailing_zeros() as usize;
+        busy &= busy - 1;
+        if let Some(f) = s.swap.cache[i] {
+            folio_number(&mut order, f);
+        }
+        let slot = &s.swap.slots[i];
+        if !slot.is_free() {
+            swap.push((i, slot.count, slot.has_cache));
+        }
+    }
     let folios = order
         .iter()
         .map(|&f| {
@@ -158,10 +170,6 @@ pub fn take_snapshot(s: &State, after: usize) -> Snapshot {
                 (folio.refcount, folio.mapcount)
             }
         })
-        .collect();
-    let swap = (0..NR_SWAP_SLOTS)
-        .filter(|&i| !s.swap.slots[i].is_free())
-        .map(|i| (i, s.swap.slots[i].count, s.swap.slots[i].has_cache))
         .collect();
     Snapshot {
         after,

@@ -10,7 +10,7 @@
 //! | `lock.recursive`      | [`spin_lock`] of a lock the task holds; stops the run       |
 //! | `lock.release-unheld` | [`spin_unlock`] of a lock the task does not hold            |
 
-use crate::inline::InlineVec;
+use crate::inline::TaskList;
 use crate::objects::{Kernel, State, WaitOn};
 use crate::primitives::{
     event, lock_acquired, lock_name, lock_released, violate, violate_fatal, KResult, LockId, Mode,
@@ -21,7 +21,7 @@ use crate::sched::TaskId;
 #[derive(Debug, Clone, Default)]
 pub struct SpinLock {
     pub owner: Option<TaskId>,
-    pub spinners: InlineVec<TaskId, 16>,
+    pub spinners: TaskList,
 }
 
 fn spinlock_mut(s: &mut State, lock: LockId) -> &mut SpinLock {

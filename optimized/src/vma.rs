@@ -29,6 +29,7 @@ pub fn mm_assert_write_locked(k: &Kernel, mm: MmId, function: &str) {
 }
 
 /// KASAN: `vma` must not have been freed.
+#[inline(always)]
 pub fn check_vma(s: &mut State, vma: VmaId, function: &str) -> KResult<()> {
     if s.vmas[vma].freed {
         let msg = format!("vma#{vma} used after free");

@@ -31,6 +31,7 @@ use crate::vma::check_vma;
 
 /// `__is_vma_write_locked()`: the current task holds `mmap_lock` for write and `vma`'s
 /// sequence equals the mm's.
+#[inline(always)]
 pub fn is_vma_write_locked(s: &State, vma: VmaId) -> bool {
     let v = &s.vmas[vma];
     holds(s, LockId::Mmap(v.mm), Some(Mode::Write)) && v.vm_lock_seq == s.mm(v.mm).mm_lock_seq

@@ -71,6 +71,7 @@ impl Vmf {
     }
 
     /// `vmf->vma`, checked: the fault lock must still be held (I4) and the VMA alive.
+    #[inline]
     pub fn vma(&self, s: &mut State) -> KResult<VmaId> {
         if !self.fl_held {
             let msg = format!("vma#{} after FL released", self.vma);
@@ -81,6 +82,7 @@ impl Vmf {
     }
 
     /// `vmf->vma->vm_flags`, checked as [`Vmf::vma`].
+    #[inline]
     pub fn vm_flags(&self, s: &mut State) -> KResult<u32> {
         let vma = self.vma(s)?;
         Ok(s.vmas[vma].vm_flags)
@@ -136,6 +138,7 @@ pub fn assert_fault_locked(s: &mut State, vmf: &Vmf, rule: &'static str, functio
 }
 
 /// Whether the current task holds the fault lock `vmf` was entered with.
+#[inline]
 pub fn fault_lock_held(s: &State, vmf: &Vmf) -> bool {
     holds(s, vmf.fault_lock(), Some(Mode::Read))
 }

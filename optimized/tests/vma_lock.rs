@@ -34,7 +34,7 @@ impl Rig {
         let k = Rc::new(Kernel::new(8, false, ntasks, true, Mutant::None));
         let mut ex = Executor::new();
         for i in 0..ntasks {
-            ex.spawn(&k.sched, &format!("t{i}"), false);
+            ex.spawn(&k.sched, format!("t{i}"), false);
         }
         {
             let mut s = k.st.borrow_mut();

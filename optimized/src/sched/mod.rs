@@ -22,6 +22,7 @@ pub mod toys;
 
 use features::{feature_bucket, site_hash, FeatureMap};
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,6 +31,26 @@ use std::task::{Context, Poll, Waker};
 
 /// Task ids are dense and assigned in spawn order.
 pub type TaskId = usize;
+
+/// The most tasks one scheduler runs: task sets are kept as bit masks of ids.
+pub const MAX_TASKS: usize = 64;
+
+/// The bit of task `tid` in a task mask.
+const fn bit(tid: TaskId) -> u64 {
+    1 << tid
+}
+
+/// The ids in `mask`, in increasing order.
+fn mask_ids(mut mask: u64) -> impl Iterator<Item = TaskId> {
+    std::iter::from_fn(move || {
+        if mask == 0 {
+            return None;
+        }
+        let tid = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        Some(tid)
+    })
+}
 
 pub const DEFAULT_MAX_STEPS: u64 = 200_000;
 pub const DEFAULT_STALL_STEPS: u64 = 20_000;
@@ -79,18 +100,26 @@ pub enum TaskState {
 #[derive(Debug, Clone)]
 pub struct TaskInfo<W> {
     pub tid: TaskId,
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub daemon: bool,
-    pub state: TaskState,
+    /// Changed only through [`Sched::set_state`], which keeps the runnable mask.
+    state: TaskState,
     pub wait: Option<W>,
     pub site: &'static str,
     /// [`site_hash`] of `site` as of the task's last step (with features only).
     site_hash: u32,
     sleep_step: u64,
-    /// The tasks that were runnable when the timed sleep began.
-    sleep_wait: Vec<TaskId>,
+    /// The tasks that were runnable when the timed sleep began (a mask of ids).
+    sleep_wait: u64,
     /// The last step this task ran.
     last_step: u64,
+}
+
+impl<W> TaskInfo<W> {
+    #[must_use]
+    pub fn state(&self) -> TaskState {
+        self.state
+    }
 }
 
 /// How a run ended.
@@ -190,7 +219,13 @@ pub struct Sched<W> {
     /// The task that ran the step before the current one.
     prev: Option<TaskId>,
     sleepers: usize,
+    /// The runnable tasks (a mask of ids), kept by [`Sched::set_state`].
+    runnable_mask: u64,
+    /// The daemon tasks (a mask of ids).
+    daemon_mask: u64,
+    /// The runnable task ids in increasing order, as of `runnable_of`.
     runnable: Vec<TaskId>,
+    runnable_of: u64,
 }
 
 enum Pick {
@@ -212,13 +247,16 @@ impl<W: Clone> Sched<W> {
             last_progress: 0,
             max_steps,
             stall_steps,
-            chosen: Vec::new(),
-            choice_log: Vec::new(),
+            chosen: Vec::with_capacity(64),
+            choice_log: Vec::with_capacity(64),
             trace: trace.then(Vec::new),
             features: None,
             prev: None,
             sleepers: 0,
+            runnable_mask: 0,
+            daemon_mask: 0,
             runnable: Vec::new(),
+            runnable_of: 0,
         }
     }
 
@@ -245,18 +283,26 @@ impl<W: Clone> Sched<W> {
         self.current.expect("no current task")
     }
 
+    /// Set the state of `tid` (every state change goes through here).
+    pub fn set_state(&mut self, tid: TaskId, state: TaskState) {
+        self.tasks[tid].state = state;
+        if state == TaskState::Runnable {
+            self.runnable_mask |= bit(tid);
+        } else {
+            self.runnable_mask &= !bit(tid);
+        }
+    }
+
     /// Mark `tid` blocked on `wait`; the caller must yield right after.
     pub fn block(&mut self, tid: TaskId, wait: W) {
-        let t = &mut self.tasks[tid];
-        t.state = TaskState::Blocked;
-        t.wait = Some(wait);
+        self.set_state(tid, TaskState::Blocked);
+        self.tasks[tid].wait = Some(wait);
     }
 
     pub fn wake(&mut self, tid: TaskId) {
-        let t = &mut self.tasks[tid];
-        if t.state == TaskState::Blocked {
-            t.state = TaskState::Runnable;
-            t.wait = None;
+        if self.tasks[tid].state == TaskState::Blocked {
+            self.set_state(tid, TaskState::Runnable);
+            self.tasks[tid].wait = None;
         }
     }
 
@@ -264,16 +310,9 @@ impl<W: Clone> Sched<W> {
     /// runnable); the caller yields next.
     pub fn sleep_timed(&mut self, tid: TaskId) {
         let step = self.step;
-        let mut others = std::mem::take(&mut self.tasks[tid].sleep_wait);
-        others.clear();
-        others.extend(
-            self.tasks
-                .iter()
-                .filter(|t| t.state == TaskState::Runnable && t.tid != tid)
-                .map(|t| t.tid),
-        );
+        let others = self.runnable_mask & !bit(tid);
+        self.set_state(tid, TaskState::Sleeping);
         let t = &mut self.tasks[tid];
-        t.state = TaskState::Sleeping;
         t.sleep_step = step;
         t.sleep_wait = others;
         self.sleepers += 1;
@@ -321,27 +360,25 @@ impl<W: Clone> Sched<W> {
         self.choice_log.push(u8::try_from(index).unwrap_or(u8::MAX));
     }
 
+    /// Bring the runnable id list up to date with the runnable mask.
+    fn refresh_runnable(&mut self) {
+        if self.runnable_of != self.runnable_mask {
+            self.runnable_of = self.runnable_mask;
+            self.runnable.clear();
+            self.runnable.extend(mask_ids(self.runnable_of));
+        }
+    }
+
     fn next_pick(&mut self) -> Pick {
         loop {
-            self.runnable.clear();
-            let runnable = &mut self.runnable;
-            runnable.extend(
-                self.tasks
-                    .iter()
-                    .filter(|t| t.state == TaskState::Runnable)
-                    .map(|t| t.tid),
-            );
-            if !self.runnable.is_empty()
+            let any = self.runnable_mask != 0;
+            if any
                 && (self.step >= self.max_steps
                     || self.step - self.last_progress >= self.stall_steps)
             {
                 return Pick::Livelock;
             }
-            let pick = if self.runnable.is_empty() {
-                None
-            } else {
-                self.policy_pick()
-            };
+            let pick = if any { self.policy_pick() } else { None };
             match pick {
                 Some(tid) => {
                     self.step += 1;
@@ -357,6 +394,10 @@ impl<W: Clone> Sched<W> {
     }
 
     fn policy_pick(&mut self) -> Option<TaskId> {
+        if let Policy::Serial = self.policy {
+            return self.serial_pick();
+        }
+        self.refresh_runnable();
         let n = self.runnable.len();
         let (tid, real) = match &mut self.policy {
             Policy::Serial => return self.serial_pick(),
@@ -403,25 +444,23 @@ impl<W: Clone> Sched<W> {
         Some(tid)
     }
 
+    /// The active task if it can run, else the first runnable daemon, else (with no active
+    /// operation) the first runnable task.
     fn serial_pick(&self) -> Option<TaskId> {
-        let daemon = self
-            .runnable
-            .iter()
-            .copied()
-            .find(|&t| self.tasks[t].daemon);
+        let first = |mask: u64| mask_ids(mask).next();
+        let daemon = first(self.runnable_mask & self.daemon_mask);
         match self.active {
-            Some(a) if self.tasks[a].state == TaskState::Runnable => Some(a),
+            Some(a) if self.runnable_mask & bit(a) != 0 => Some(a),
             Some(_) => daemon,
-            None => daemon.or_else(|| self.runnable.first().copied()),
+            None => daemon.or_else(|| first(self.runnable_mask)),
         }
     }
 
     fn wake_sleepers(&mut self, force: bool) {
         for i in 0..self.tasks.len() {
             if self.tasks[i].state == TaskState::Sleeping && (force || self.tick_passed(i)) {
-                let t = &mut self.tasks[i];
-                t.state = TaskState::Runnable;
-                t.sleep_wait.clear();
+                self.set_state(i, TaskState::Runnable);
+                self.tasks[i].sleep_wait = 0;
                 self.sleepers -= 1;
             }
         }
@@ -431,33 +470,40 @@ impl<W: Clone> Sched<W> {
     /// went to sleep has run since, or is no longer runnable.
     fn tick_passed(&self, tid: TaskId) -> bool {
         let since = self.tasks[tid].sleep_step;
-        self.tasks[tid].sleep_wait.iter().all(|&o| {
+        mask_ids(self.tasks[tid].sleep_wait).all(|o| {
             let other = &self.tasks[o];
             other.last_step > since || other.state != TaskState::Runnable
         })
     }
 
     /// The step of `tid` ended; `locks` is its lock summary (only read with features).
+    #[inline(always)]
     fn after_step(&mut self, tid: TaskId, finished: bool, locks: u32) {
         if finished {
-            let t = &mut self.tasks[tid];
-            t.state = TaskState::Done;
-            t.site = "";
+            self.set_state(tid, TaskState::Done);
+            self.tasks[tid].site = "";
         }
-        if let Some(map) = &mut self.features {
-            let h = site_hash(self.tasks[tid].site);
-            self.tasks[tid].site_hash = h;
-            let prev_h = match self.prev {
-                Some(p) if p != tid => self.tasks[p].site_hash,
-                _ => 0,
-            };
-            map.insert(feature_bucket(h, locks, prev_h));
+        if self.features.is_some() {
+            self.record_feature(tid, locks);
         }
         if let Some(trace) = &mut self.trace {
             trace.push((self.step, tid, self.tasks[tid].site));
         }
         if self.sleepers > 0 {
             self.wake_sleepers(false);
+        }
+    }
+
+    /// The interleaving feature of the step `tid` just ran.
+    fn record_feature(&mut self, tid: TaskId, locks: u32) {
+        let h = site_hash(self.tasks[tid].site);
+        self.tasks[tid].site_hash = h;
+        let prev_h = match self.prev {
+            Some(p) if p != tid => self.tasks[p].site_hash,
+            _ => 0,
+        };
+        if let Some(map) = &mut self.features {
+            map.insert(feature_bucket(h, locks, prev_h));
         }
     }
 }
@@ -543,28 +589,46 @@ impl<W: Clone> Default for Executor<W> {
 impl<W: Clone> Executor<W> {
     #[must_use]
     pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An executor with room for `ntasks` tasks.
+    #[must_use]
+    pub fn with_capacity(ntasks: usize) -> Self {
         Self {
-            futures: Vec::new(),
+            futures: Vec::with_capacity(ntasks),
             _wait: std::marker::PhantomData,
         }
     }
 
     /// Add a task with no body yet; ids are given in spawn order.
-    pub fn spawn(&mut self, sched: &RefCell<Sched<W>>, name: &str, daemon: bool) -> TaskId {
+    ///
+    /// # Panics
+    /// Beyond [`MAX_TASKS`] tasks.
+    pub fn spawn(
+        &mut self,
+        sched: &RefCell<Sched<W>>,
+        name: impl Into<Cow<'static, str>>,
+        daemon: bool,
+    ) -> TaskId {
         let mut s = sched.borrow_mut();
         let tid = s.tasks.len();
+        assert!(tid < MAX_TASKS, "at most {MAX_TASKS} tasks");
         s.tasks.push(TaskInfo {
             tid,
-            name: name.to_owned(),
+            name: name.into(),
             daemon,
             state: TaskState::Done,
             wait: None,
             site: "",
             site_hash: site_hash(""),
             sleep_step: 0,
-            sleep_wait: Vec::new(),
+            sleep_wait: 0,
             last_step: 0,
         });
+        if daemon {
+            s.daemon_mask |= bit(tid);
+        }
         self.futures.push(None);
         tid
     }
@@ -578,7 +642,7 @@ impl<W: Clone> Executor<W> {
     ) {
         self.futures[tid] = Some(Box::pin(body));
         let mut s = sched.borrow_mut();
-        s.tasks[tid].state = TaskState::Runnable;
+        s.set_state(tid, TaskState::Runnable);
         s.tasks[tid].wait = None;
     }
 

@@ -143,7 +143,7 @@ impl Toy {
 fn spawn_ping_pong(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>, log: &Rc<RefCell<Vec<u64>>>) {
     let mutex = ToyMutex::new("mutex");
     for i in 0..3 {
-        let tid = ex.spawn(sched, &format!("ping{i}"), false);
+        let tid = ex.spawn(sched, format!("ping{i}"), false);
         let (s, m, l) = (sched.clone(), mutex.clone(), log.clone());
         ex.start(sched, tid, async move {
             for _ in 0..3 {
@@ -162,7 +162,7 @@ fn spawn_ping_pong(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>, log: &Rc<Re
 fn spawn_rw_queue(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>, log: &Rc<RefCell<Vec<u64>>>) {
     let queue = Rc::new(RefCell::new(ToyQueue::default()));
     for i in 0..4 {
-        let tid = ex.spawn(sched, &format!("rw{i}"), false);
+        let tid = ex.spawn(sched, format!("rw{i}"), false);
         let (s, q, l) = (sched.clone(), queue.clone(), log.clone());
         if i < 2 {
             ex.start(sched, tid, async move {
@@ -188,7 +188,7 @@ fn spawn_rw_queue(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>, log: &Rc<Ref
 fn spawn_deadlock(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>) {
     let (a, b) = (ToyMutex::new("A"), ToyMutex::new("B"));
     for (i, (x, y)) in [(a.clone(), b.clone()), (b, a)].into_iter().enumerate() {
-        let tid = ex.spawn(sched, &format!("dl{i}"), false);
+        let tid = ex.spawn(sched, format!("dl{i}"), false);
         let s = sched.clone();
         ex.start(sched, tid, async move {
             yield_now(&s, "dl:start").await;
@@ -205,7 +205,7 @@ fn spawn_deadlock(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>) {
 
 fn spawn_spin(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>) {
     for i in 0..2 {
-        let tid = ex.spawn(sched, &format!("spin{i}"), false);
+        let tid = ex.spawn(sched, format!("spin{i}"), false);
         let s = sched.clone();
         ex.start(sched, tid, async move {
             loop {
@@ -218,7 +218,7 @@ fn spawn_spin(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>) {
 fn spawn_poll(ex: &mut Executor<ToyWait>, sched: &Rc<ToySched>, log: &Rc<RefCell<Vec<u64>>>) {
     let flag = Rc::new(RefCell::new(false));
     for i in 0..3 {
-        let tid = ex.spawn(sched, &format!("poll{i}"), false);
+        let tid = ex.spawn(sched, format!("poll{i}"), false);
         let (s, f, l) = (sched.clone(), flag.clone(), log.clone());
         if i < 2 {
             ex.start(sched, tid, async move {
