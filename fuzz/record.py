@@ -302,13 +302,20 @@ _INTERN_MAX = 1 << 16  # rows kept per class before the table starts over
 _INTERNED: dict[type, dict[tuple[Any, ...], Any]] = {}
 
 
+def interned_rows(cls: type[_T]) -> dict[tuple[Any, ...], _T]:
+    """The rows `interned` has built for `cls`, to look up before calling it in a hot loop
+    (the table may be emptied by `interned`, never replaced)."""
+    made = _INTERNED.get(cls)
+    if made is None:
+        made = _INTERNED[cls] = {}
+    return made
+
+
 def interned(cls: type[_T], row: tuple[Any, ...]) -> _T:
     """``cls(*row)`` for an immutable record part (`PageImage`, `VmaSnap`, `PteSnap`): the
     object built for an equal row earlier in this process, if any. Field types must be
     consistent per class (a bool field always a bool), as the row is the key."""
-    made = _INTERNED.get(cls)
-    if made is None:
-        made = _INTERNED[cls] = {}
+    made = interned_rows(cls)
     obj = made.get(row)
     if obj is None:
         if len(made) >= _INTERN_MAX:

@@ -426,14 +426,24 @@ class PctPolicy:
     def pick(self, rt: Runtime, runnable: list[Task]) -> Task | None:
         self.count += 1
         prio = self.prio
-        task = max(runnable, key=lambda t: prio[t.tid])
+        task = self._highest(runnable)
         lowered = self.change.get(self.count)
         if lowered is not None:
             prio[task.tid] = lowered
-            task = max(runnable, key=lambda t: prio[t.tid])
+            task = self._highest(runnable)
         if len(runnable) > 1:
             rt.record(task, runnable)
         return task
+
+    def _highest(self, runnable: list[Task]) -> Task:
+        """The runnable task of highest priority (priorities are distinct)."""
+        prio = self.prio
+        best = runnable[0]
+        top = prio[best.tid]
+        for t in runnable:
+            if prio[t.tid] > top:
+                best, top = t, prio[t.tid]
+        return best
 
 
 def make_policy(

@@ -25,7 +25,7 @@ pte.outside-vma             every non-none PTE lies inside a VMA of its mm
 
 from __future__ import annotations
 
-from fuzz.record import MmSnap, PageImage, PteSnap, Snapshot, VmaSnap, interned
+from fuzz.record import MmSnap, PageImage, PteSnap, Snapshot, VmaSnap, interned, interned_rows
 from reference.objects import (
     PTE_DEVICE_PRIVATE,
     PTE_MIGRATION,
@@ -99,6 +99,7 @@ _NO_PTE = PteSnap(PTE_NONE, 0, False, -1)
 def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
     # Folios are numbered as the scan meets them, then the swap cache's in slot order.
     ids: dict[int, int] = {}
+    known = interned_rows(PteSnap)
     mms: list[MmSnap | None] = []
     for mm in k.mms:
         if mm is None or not mm.visible:
@@ -119,8 +120,10 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
             for v in mm.vmas
         )
         ptes = []
+        pmd = mm.pmd
         for page in range(k.nr_pages):
-            pte = pte_at(mm, page)
+            table = pmd[page // PTRS_PER_TABLE]  # pte_at(), inlined: this is a hot loop
+            pte = None if table is None else table.ptes[page % PTRS_PER_TABLE]
             if pte is None or pte.kind == PTE_NONE:
                 ptes.append(_NO_PTE)
                 continue
@@ -133,7 +136,8 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
                 ref = -1
             if pte.kind == PTE_SWAP:
                 ref = pte.slot
-            ptes.append(interned(PteSnap, (pte.kind, pte_data(k, pte), pte.writable, ref)))
+            row = (pte.kind, pte_data(k, pte), pte.writable, ref)
+            ptes.append(known.get(row) or interned(PteSnap, row))
         mms.append(MmSnap(vmas, tuple(ptes)))
     cache = k.swap.cache
     for slot in sorted(cache):
@@ -142,10 +146,10 @@ def take_snapshot(k: Kernel, after: int, tasks: list[Current]) -> Snapshot:
             ids[fid] = len(ids)
     live = k.folios
     folios = tuple(
-        (f.refcount, f.mapcount) if (f := live.get(fid)) is not None else (0, 0) for fid in ids
+        [(f.refcount, f.mapcount) if (f := live.get(fid)) is not None else (0, 0) for fid in ids]
     )
     swap = tuple(
-        (i, s.count, s.has_cache) for i, s in enumerate(k.swap.slots) if s.count or s.has_cache
+        [(i, s.count, s.has_cache) for i, s in enumerate(k.swap.slots) if s.count or s.has_cache]
     )
     return Snapshot(after, tuple(mms), folios, swap, held_locks(k, tasks))
 
