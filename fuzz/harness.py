@@ -375,6 +375,7 @@ def linearizability_finding(engine: str, case: Case, rec: RunRecord) -> Finding 
 
 
 EINTR = -errno.EINTR
+_SIGNAL_RESULTS = frozenset({RES_KILLED, EINTR, RES_SIGBUS})
 
 
 def signal_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
@@ -391,6 +392,8 @@ def signal_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
       failed (swap I/O never fails here).
 
     The first of each is reported."""
+    if not any(o.result in _SIGNAL_RESULTS for o in rec.ops):
+        return []
     whos = case.all_ops()
     kills: dict[int, int] = {}  # thread -> the invocation step of the first kill that ran
     for o in rec.ops:
@@ -525,6 +528,8 @@ def skipped_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
     run the engine stopped on a violation that would corrupt it, MODEL.md §4.2, skips the rest
     by design: that violation is the finding.)"""
     if rec.status != STATUS_OK or rec.extra.get("stopped"):
+        return []
+    if not any(o.result == RES_NOT_RUN for o in rec.ops):
         return []
     killed = {op.target for _, _, op in case.all_ops() if op.kind is OpKind.KILL}
     hung: set[tuple[str, int]] = set()  # tasks with a hung op: ("thread", t) or ("main", 0)
