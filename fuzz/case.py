@@ -247,6 +247,9 @@ class Case:
 # Binary codec
 
 
+_OP_LAYOUT = struct.Struct("<BBBBBH")
+
+
 def encode(case: Case) -> bytes:
     """Canonical bytes of a valid case."""
     _check_case(case)
@@ -270,8 +273,10 @@ def encode(case: Case) -> bytes:
     )
     out.extend(len(t) for t in case.threads)
     out.append(len(case.post))
-    for _, _, op in case.all_ops():
-        out.extend(struct.pack("<BBBBBH", op.kind, op.mm, op.page, op.npages, op.prot, op.value))
+    pack = _OP_LAYOUT.pack
+    for part in (case.setup, *case.threads, case.post):  # Case.all_ops() order
+        for op in part:
+            out += pack(op.kind, op.mm, op.page, op.npages, op.prot, op.value)
     out.extend(struct.pack("<H", len(sched.choices)))
     out.extend(sched.choices)
     return bytes(out)
