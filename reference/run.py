@@ -51,7 +51,6 @@ from reference.primitives import (
 from reference.reclaim import do_madvise_pageout
 from reference.sched import (
     BLOCKED,
-    DONE,
     FEATURE_BITS,
     IDLE,
     LIVELOCK,
@@ -233,11 +232,7 @@ class Engine:
             if owner == task.tid and self.results[i][0] >= 0 and self.results[i][1] < 0:
                 self.results[i][2] = RES_HUNG
                 self.pending_snapshot = i
-        assert task.gen is not None
-        task.gen.close()
-        task.gen = None
-        task.state = DONE
-        task.wait = None
+        self.rt.abandon(task)
         self.rt.active_ops -= 1
         if self.rt.active is task:
             self.rt.active = None

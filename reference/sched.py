@@ -157,7 +157,9 @@ class Waitable(Protocol):
 
 
 class Task:
-    """A schedulable task. `data` is the engine's per-task state (current, in kernel terms)."""
+    """A schedulable task. `data` is the engine's per-task state (current, in kernel terms).
+    Its `state` changes only through `Runtime` (start, block, wake, sleep_timed, abandon and
+    the run loop), which keeps the list of runnable tasks."""
 
     __slots__ = (
         "daemon",
@@ -221,6 +223,9 @@ class Runtime:
         # (site, locks, site of the previous step's task if another) per step, with features.
         self.features: set[tuple[str, int, str | None]] | None = set() if features else None
         self._sleepers = 0
+        # The runnable tasks in id order, rebuilt after any state change (None: stale). Task
+        # states change only in this class's methods, which drop it.
+        self._runnable: list[Task] | None = None
 
     # -- tasks ------------------------------------------------------------------------------
 
@@ -228,6 +233,7 @@ class Runtime:
         """Add a task (with no body yet); ids are given in spawn order."""
         task = Task(len(self.tasks), name, daemon)
         self.tasks.append(task)
+        self._runnable = None
         return task
 
     def start(self, task: Task, body: TaskGen) -> None:
@@ -235,24 +241,37 @@ class Runtime:
         task.gen = body
         task.state = RUNNABLE
         task.wait = None
+        self._runnable = None
 
     def block(self, task: Task, wait: Waitable) -> None:
         """Mark `task` blocked on `wait`; the caller must yield right after."""
         task.state = BLOCKED
         task.wait = wait
+        self._runnable = None
 
     def wake(self, task: Task) -> None:
         if task.state == BLOCKED:
             task.state = RUNNABLE
             task.wait = None
+            self._runnable = None
 
     def sleep_timed(self, task: Task) -> None:
         """``schedule_timeout(1)``: sleep until every task runnable now has run (or stopped
         being runnable); caller yields next."""
         task.state = SLEEPING
+        self._runnable = None
         task.sleep_step = self.step
         task.sleep_wait = [t for t in self.tasks if t.state == RUNNABLE and t is not task]
         self._sleepers += 1
+
+    def abandon(self, task: Task) -> None:
+        """`task` is done without finishing its body (a user task left hanging)."""
+        assert task.gen is not None
+        task.gen.close()
+        task.gen = None
+        task.state = DONE
+        task.wait = None
+        self._runnable = None
 
     def op_begin(self, task: Task) -> int:
         """`task` starts a user operation; returns the invocation step."""
@@ -279,7 +298,9 @@ class Runtime:
         pick = self.policy.pick
         max_steps, stall_steps = self.max_steps, self.stall_steps
         while True:
-            runnable = [t for t in tasks if t.state == 0]  # RUNNABLE
+            runnable = self._runnable
+            if runnable is None:
+                runnable = self._runnable = [t for t in tasks if t.state == 0]  # RUNNABLE
             step = self.step
             if runnable and (step >= max_steps or step - self.last_progress >= stall_steps):
                 return LIVELOCK
@@ -301,6 +322,7 @@ class Runtime:
                 task.state = DONE
                 task.gen = None
                 task.site = ""
+                self._runnable = None
             if features is not None:
                 other = None if prev is task or prev is None else prev.site
                 features.add((task.site, task.locks, other))
@@ -315,6 +337,7 @@ class Runtime:
                 t.state = RUNNABLE
                 t.sleep_wait = []
                 self._sleepers -= 1
+                self._runnable = None
 
     @staticmethod
     def _tick_passed(t: Task) -> bool:
