@@ -185,9 +185,12 @@ def holds(cur: Current, lock: Lock, mode: str | None = None) -> bool:
 
 def lock_acquired(cur: Current, lock: Lock, mode: str, primitive: str) -> None:
     """Account an acquisition by `cur` (after it succeeded)."""
-    if holds(cur, lock):
-        violate(cur, "lock.recursive", primitive, f"{lock.name} acquired ({mode}) while held")
-    cur.held.append((lock, mode))
+    held = cur.held
+    for h, _ in held:  # holds(cur, lock), inlined: every acquisition comes through here
+        if h is lock:
+            violate(cur, "lock.recursive", primitive, f"{lock.name} acquired ({mode}) while held")
+            break
+    held.append((lock, mode))
     cur.task.locks += lock.weight_write if mode == "w" else lock.weight_read
     if mode == "spin":
         cur.nspin += 1
@@ -198,7 +201,8 @@ def lock_released(cur: Current, lock: Lock, mode: str, primitive: str) -> bool:
     """Account a release by `cur`; False (and a violation) if it did not hold the lock."""
     held = cur.held
     for i in range(len(held) - 1, -1, -1):
-        if held[i][0] is lock and held[i][1] == mode:
+        h = held[i]
+        if h[0] is lock and h[1] == mode:
             del held[i]
             cur.task.locks -= lock.weight_write if mode == "w" else lock.weight_read
             if mode == "spin":
