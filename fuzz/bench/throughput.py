@@ -32,11 +32,11 @@ from fuzz.case import Case, encode
 from fuzz.gen import random_case
 from fuzz.harness import check_case, cyclic_gc_deferred
 
-COMPONENTS = (
+COMPONENTS = (  # the first whose needle a function's "file:name" contains
     ("reference engine", ("/reference/",)),
+    ("linearizability", ("/fuzz/linearize.py", "/fuzz/spec.py", "_native.linearizable")),
     ("optimized engine + conversion", ("/optimized/", "_native", "/fuzz/record.py")),
     ("case encoding", ("/fuzz/case.py",)),
-    ("linearizability", ("/fuzz/linearize.py", "/fuzz/spec.py")),
     ("harness", ("/fuzz/harness.py",)),
 )
 OTHER = "other"
