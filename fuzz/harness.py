@@ -455,6 +455,8 @@ def _lockstep_divergence(ref: RunRecord, opt: RunRecord) -> list[Finding]:
         return [_lockstep("ops", None, message, None)]
     by_index = {o.index: o for o in opt.ops}
     for rs, os_ in zip(ref.snapshots, opt.snapshots, strict=False):
+        if rs == os_:
+            continue
         fields = _diff_snapshot(rs, os_)
         if fields or rs.after != os_.after:
             after = by_index.get(os_.after)
