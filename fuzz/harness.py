@@ -406,28 +406,28 @@ def signal_findings(engine: str, case: Case, rec: RunRecord) -> list[Finding]:
             sent = kills.get(t) if part == "thread" else None
             if sent is None or (o.response >= 0 and sent > o.response):
                 who = f"t{t}" if part == "thread" else part
-                out["signal-without-kill"] = Finding(
-                    "linearizability",
-                    "signal-without-kill",
+                out["signal-without-kill"] = _result_finding(
                     engine,
-                    o.op.kind.name.lower(),
-                    _kinds([o.op]),
+                    "signal-without-kill",
+                    o,
                     f"op {o.index} ({who}: {format_op(o.op)}) ended {result_name(o.result)} "
                     "with no SIGKILL sent to its task",
-                    o.response,
                 )
         if o.result == RES_SIGBUS and "sigbus" not in out:
-            out["sigbus"] = Finding(
-                "linearizability",
-                "sigbus",
+            out["sigbus"] = _result_finding(
                 engine,
-                o.op.kind.name.lower(),
-                _kinds([o.op]),
+                "sigbus",
+                o,
                 f"op {o.index} ({format_op(o.op)}) ended with SIGBUS, which nothing in the "
                 "model raises legitimately",
-                o.response,
             )
     return list(out.values())
+
+
+def _result_finding(engine: str, rule: str, o: OpRecord, message: str) -> Finding:
+    """A linearizability finding against the result of the op `o`."""
+    kind = o.op.kind.name.lower()
+    return Finding("linearizability", rule, engine, kind, (kind,), message, o.response)
 
 
 def _diff_snapshot(a: object, b: object) -> list[str]:

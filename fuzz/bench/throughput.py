@@ -7,9 +7,11 @@ operations (`fuzz.gen.random_case` with ``threads=(4, 4), ops_per_thread=(6, 6)`
 * cases per second **per core**: cases per CPU-second of this process (`time.process_time`),
   which a loaded machine skews less than wall time (the best of ``--repeat`` passes);
 * where the time goes, measured directly (each stage on its own, outside the profiler, with
-  the cyclic garbage collector deferred to the end of each case as `check_case` does): the
-  reference engine, the optimized engine split into encoding the case, the native run and the
-  conversion of its record, the two linearizability checks, and the rest of the harness;
+  the cyclic garbage collector off during each case as `check_case` has it): the reference
+  engine, the optimized engine split into encoding the case, the native run and the
+  conversion of its record, the two linearizability checks; the rest is the harness's own
+  oracles plus what the stages cost each other when they alternate within one case (caches,
+  allocator), which timing each stage alone does not show;
 * a cProfile summary grouped by component (the functions' own time; a built-in counts for
   the component that called it), with the top functions of each.
 
@@ -91,7 +93,7 @@ def stages(cases: Sequence[Case], repeat: int) -> list[tuple[str, float]]:
         ("  the native run (run_bytes)", native),
         ("  RunRecord.from_native (the rest)", opt - enc - native),
         ("linearizability (both records)", lin_us),
-        ("harness (the rest of check_case)", total - ref - opt - lin_us),
+        ("the rest: harness, and stages slowing each other", total - ref - opt - lin_us),
     ]
 
 

@@ -9,7 +9,8 @@ use _native::oracle::phases::{self, Phase};
 use _native::oracle::record::{RES_HUNG, RES_KILLED, RES_SIGSEGV};
 use _native::oracle::search::{search, Status};
 use _native::oracle::spec::{
-    self, ImageState, Page, State, EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ESRCH, INITIAL, UNMAPPED,
+    self, page, ImageState, Page, State, EEXIST, EFAULT, EINVAL, ENOENT, ENOMEM, ESRCH, INITIAL,
+    UNMAPPED,
 };
 use _native::oracle::{check_record, OpRecord, Record, StackGrowth, Verdict, DEFAULT_BUDGET};
 use serde_json::Value;
@@ -74,16 +75,6 @@ fn op(v: &Value) -> Op {
 
 fn ids(v: &Value, states: &[State]) -> Vec<State> {
     list(v).iter().map(|i| states[index(i)]).collect()
-}
-
-fn page(mapped: bool, prot: i64, uffd: bool, populated: bool, value: i64) -> Page {
-    Page {
-        mapped,
-        prot,
-        uffd,
-        populated,
-        value,
-    }
 }
 
 #[test]
@@ -194,18 +185,8 @@ fn record_verdicts_match_python() {
 // ---------------------------------------------------------------------------------------------
 // The spec's rules, one by one (`fuzz/spec.py`'s table).
 
-const MAPPED: Page = page_const(true, 3, false, false, 0);
-const FULL5: Page = page_const(true, 3, false, true, 5);
-
-const fn page_const(mapped: bool, prot: i64, uffd: bool, populated: bool, value: i64) -> Page {
-    Page {
-        mapped,
-        prot,
-        uffd,
-        populated,
-        value,
-    }
-}
+const MAPPED: Page = page(true, 3, false, false, 0);
+const FULL5: Page = page(true, 3, false, true, 5);
 
 fn one(pg: Page) -> State {
     [Some(pg), None, None, None]

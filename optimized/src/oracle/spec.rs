@@ -44,7 +44,7 @@ pub type ImageState = [Option<ImagePage>; MAX_MMS];
 pub const UNMAPPED: Page = page(false, 0, false, false, 0);
 pub const INITIAL: State = [Some(UNMAPPED), None, None, None];
 
-pub(super) const fn page(mapped: bool, prot: i64, uffd: bool, populated: bool, value: i64) -> Page {
+pub const fn page(mapped: bool, prot: i64, uffd: bool, populated: bool, value: i64) -> Page {
     Page {
         mapped,
         prot,
