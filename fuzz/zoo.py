@@ -460,11 +460,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    """Run the zoo as `args` asks, print the progress and the table; 0 if it passed."""
+def run_from_args(args: argparse.Namespace, progress: TextIO) -> list[Row]:
+    """The searches `args` (from `add_arguments`) ask for, with their progress on `progress`;
+    each mutant's minimised case saved when ``--save-cases`` is given. A bad mutant name or an
+    unwritable ``--save-cases`` directory is a `ZooError` before anything runs."""
     import optimized
-
-    out = out or sys.stdout
 
     mutants = check_mutants(args.mutant or optimized.MUTANTS)
     if args.save_cases:  # found unwritable now, not after the whole run
@@ -472,7 +472,7 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
             pathlib.Path(args.save_cases).mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ZooError(f"--save-cases {args.save_cases}: {e.strerror or e}") from None
-    out.write(
+    progress.write(
         f"vmafuzz zoo: {len(mutants)} mutants"
         + ("" if args.no_control else " and the control")
         + f", {args.seeds} seeds, {args.budget:g} s each on one core"
@@ -485,12 +485,19 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
         args.budget,
         baseline=not args.no_baseline,
         control=not args.no_control,
-        progress=out,
+        progress=progress,
     )
-    out.write("\n" + table(rows, args.budget))
     if args.save_cases:
         for path in save_cases(rows, pathlib.Path(args.save_cases)):
-            out.write(f"wrote {path}\n")
+            progress.write(f"wrote {path}\n")
+    return rows
+
+
+def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run the zoo as `args` asks, print the progress and the table; 0 if it passed."""
+    out = out or sys.stdout
+    rows = run_from_args(args, out)
+    out.write("\n" + table(rows, args.budget))
     ok = passed(rows, args.budget)
     out.write(
         "\nzoo: every mutant found within the budget (median), control clean\n"

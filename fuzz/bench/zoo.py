@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import platform
 import sys
 import time
@@ -33,30 +32,13 @@ def main(argv: list[str] | None = None) -> int:
     progress = sys.stderr
     start = time.monotonic()
     try:
-        mutants = zoo.check_mutants(args.mutant or _all_mutants())
+        rows = zoo.run_from_args(args, progress)
     except zoo.ZooError as e:
         parser.error(str(e))
-    rows = zoo.run_zoo(
-        mutants,
-        args.seeds,
-        args.budget,
-        baseline=not args.no_baseline,
-        control=not args.no_control,
-        progress=progress,
-    )
     elapsed = time.monotonic() - start
-    if args.save_cases:
-        for path in zoo.save_cases(rows, pathlib.Path(args.save_cases)):
-            progress.write(f"wrote {path}\n")
     out.write(f"`{command.strip()}` ({_machine()}; {elapsed / 60:.0f} min in all)\n\n")
     out.write(zoo.table(rows, args.budget))
     return 0 if zoo.passed(rows, args.budget) else 1
-
-
-def _all_mutants() -> list[str]:
-    import optimized
-
-    return list(optimized.MUTANTS)
 
 
 def _machine() -> str:
