@@ -106,10 +106,7 @@ fn toy_run(
     choices: &[u8],
     stall_steps: u64,
 ) -> PyResult<ToyTuple> {
-    let toy = Toy::from_name(name)
-        .ok_or_else(|| PyValueError::new_err(format!("unknown toy task set {name:?}")))?;
-    let choices = choices.to_vec();
-    let run = guard(move || run_toy(toy, strategy, seed, depth, steps, &choices, stall_steps))?;
+    let run = toy_named(name, strategy, seed, depth, steps, choices, stall_steps)?;
     let outcome = match run.outcome {
         RunOutcome::Idle => "idle",
         RunOutcome::Livelock => "livelock",
@@ -145,11 +142,23 @@ fn toy_features(
     choices: &[u8],
     stall_steps: u64,
 ) -> PyResult<Vec<u16>> {
+    Ok(toy_named(name, strategy, seed, depth, steps, choices, stall_steps)?.features)
+}
+
+/// Run the toy task set called `name` (a `ValueError` if there is none).
+fn toy_named(
+    name: &str,
+    strategy: u8,
+    seed: u64,
+    depth: u64,
+    steps: u64,
+    choices: &[u8],
+    stall_steps: u64,
+) -> PyResult<crate::sched::toys::ToyRun> {
     let toy = Toy::from_name(name)
         .ok_or_else(|| PyValueError::new_err(format!("unknown toy task set {name:?}")))?;
     let choices = choices.to_vec();
-    let run = guard(move || run_toy(toy, strategy, seed, depth, steps, &choices, stall_steps))?;
-    Ok(run.features)
+    guard(move || run_toy(toy, strategy, seed, depth, steps, &choices, stall_steps))
 }
 
 /// The bucket of one interleaving feature (`reference.sched.feature_bucket`).
