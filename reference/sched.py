@@ -686,10 +686,7 @@ def run_toy(
     """Run a toy task set; returns (outcome, steps, chosen, choice_log, log, unfinished, wait_for).
 
     `optimized._native.toy_run` returns the same tuple for the same arguments."""
-    rt = Runtime(stall_steps=stall_steps)
-    log = TOYS[name](rt)
-    rt.policy = make_policy(strategy, seed, depth, steps, choices, len(rt.tasks))
-    outcome = rt.run()
+    rt, log, outcome = _toy_runtime(name, strategy, seed, depth, steps, choices, stall_steps)
     items = list(log) if isinstance(log, list) else []
     return (
         outcome,
@@ -714,8 +711,22 @@ def toy_features(
     """The interleaving feature buckets of a toy run (`run_toy`'s arguments), sorted.
 
     `optimized._native.toy_features` returns the same list for the same arguments."""
-    rt = Runtime(stall_steps=stall_steps, features=True)
-    TOYS[name](rt)
-    rt.policy = make_policy(strategy, seed, depth, steps, choices, len(rt.tasks))
-    rt.run()
+    rt, _, _ = _toy_runtime(name, strategy, seed, depth, steps, choices, stall_steps, True)
     return rt.feature_buckets()
+
+
+def _toy_runtime(
+    name: str,
+    strategy: int,
+    seed: int,
+    depth: int,
+    steps: int,
+    choices: Sequence[int],
+    stall_steps: int,
+    features: bool = False,
+) -> tuple[Runtime, object, str]:
+    """(the runtime after the run, the toy's log, the outcome) of one toy run."""
+    rt = Runtime(stall_steps=stall_steps, features=features)
+    log = TOYS[name](rt)
+    rt.policy = make_policy(strategy, seed, depth, steps, choices, len(rt.tasks))
+    return rt, log, rt.run()
