@@ -333,6 +333,7 @@ impl Kernel {
         Resume {
             k: self,
             inner: sched::yield_now(&self.sched, site),
+            polled: false,
         }
     }
 
@@ -341,6 +342,7 @@ impl Kernel {
         Resume {
             k: self,
             inner: sched::block_on(&self.sched, wait, site),
+            polled: false,
         }
     }
 
@@ -349,22 +351,47 @@ impl Kernel {
         Resume {
             k: self,
             inner: sched::sleep_tick(&self.sched, site),
+            polled: false,
         }
     }
 }
 
 /// A yield point of a kernel path ([`Yield`]) that, when the task runs again, records the
 /// task and step in the state (so [`Kernel::st`] needs no scheduler borrow).
+///
+/// On its first poll it ends the step where it stands ([`Sched::end_step_in_place`]): when the
+/// policy picks the same task again (three steps in four of a typical case), the task goes on
+/// without unwinding its nested futures to the executor and re-entering them.
 #[derive(Debug)]
 pub struct Resume<'a> {
     k: &'a Kernel,
     inner: Yield,
+    polled: bool,
 }
 
 impl Future for Resume<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.polled {
+            self.polled = true;
+            let k = self.k;
+            let mut sched = k.sched.borrow_mut();
+            let tid = sched.cur();
+            let locks = if sched.features_on() {
+                k.st.borrow().cur[tid].locks
+            } else {
+                0
+            };
+            if !sched.end_step_in_place(tid, locks) {
+                drop(sched);
+                // Pending, and ready on the next poll (when the task is picked again).
+                return Pin::new(&mut self.inner).poll(cx);
+            }
+            drop(sched);
+            k.resume();
+            return Poll::Ready(());
+        }
         match Pin::new(&mut self.inner).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => {

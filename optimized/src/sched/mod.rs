@@ -226,8 +226,11 @@ pub struct Sched<W> {
     /// The runnable task ids in increasing order, as of `runnable_of`.
     runnable: Vec<TaskId>,
     runnable_of: u64,
+    /// The next pick, already made by [`Sched::end_step_in_place`] for another task.
+    handoff: Option<Pick>,
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Pick {
     Task(TaskId),
     Idle,
@@ -257,6 +260,31 @@ impl<W: Clone> Sched<W> {
             daemon_mask: 0,
             runnable: Vec::new(),
             runnable_of: 0,
+            handoff: None,
+        }
+    }
+
+    /// Whether interleaving features are being recorded.
+    #[must_use]
+    pub fn features_on(&self) -> bool {
+        self.features.is_some()
+    }
+
+    /// End the step of `tid`, which has just reached a yield point, and make the next pick
+    /// here instead of in the executor. If the policy picks `tid` again, its next step begins
+    /// at once (true) and the task goes on without suspending; otherwise the pick is kept for
+    /// the executor (false) and the task must return `Pending`. The scheduler's decisions,
+    /// steps, trace and features are exactly those of ending the step in the executor; only
+    /// the unwinding and re-entering of the task's nested futures is saved. `locks` is the
+    /// task's lock summary (read only with features).
+    pub fn end_step_in_place(&mut self, tid: TaskId, locks: u32) -> bool {
+        self.after_step(tid, false, locks);
+        match self.next_pick() {
+            Pick::Task(t) if t == tid => true,
+            pick => {
+                self.handoff = Some(pick);
+                false
+            }
         }
     }
 
@@ -659,8 +687,12 @@ impl<W: Clone> Executor<W> {
         mut locks: impl FnMut(TaskId) -> u32,
     ) -> RunOutcome {
         let mut cx = Context::from_waker(Waker::noop());
+        let mut handoff = None;
         loop {
-            let pick = sched.borrow_mut().next_pick();
+            let pick = match handoff.take() {
+                Some(pick) => pick,
+                None => sched.borrow_mut().next_pick(),
+            };
             let tid = match pick {
                 Pick::Task(tid) => tid,
                 Pick::Idle => return RunOutcome::Idle,
@@ -676,6 +708,11 @@ impl<W: Clone> Executor<W> {
                 self.futures[tid] = None;
             }
             let mut s = sched.borrow_mut();
+            if !finished && s.handoff.is_some() {
+                // The task ended its step in place (`end_step_in_place`) and suspended.
+                handoff = s.handoff.take();
+                continue;
+            }
             let held = if s.features.is_some() { locks(tid) } else { 0 };
             s.after_step(tid, finished, held);
         }
