@@ -144,7 +144,10 @@ pub enum Policy {
     },
     Pct {
         prio: Vec<u64>,
-        change: BTreeMap<u64, u64>,
+        /// The priority change points `(pick count, lowered priority)`, in increasing count;
+        /// `next` is the first not yet reached (the count goes up by one per pick).
+        change: Vec<(u64, u64)>,
+        next: usize,
         count: u64,
     },
 }
@@ -191,7 +194,8 @@ impl Policy {
         }
         Policy::Pct {
             prio,
-            change,
+            change: change.into_iter().collect(),
+            next: 0,
             count: 0,
         }
     }
@@ -454,13 +458,17 @@ impl<W: Clone> Sched<W> {
             Policy::Pct {
                 prio,
                 change,
+                next,
                 count,
             } => {
                 *count += 1;
                 let mut tid = highest(&self.runnable, prio);
-                if let Some(&lowered) = change.get(count) {
-                    prio[tid] = lowered;
-                    tid = highest(&self.runnable, prio);
+                if let Some(&(at, lowered)) = change.get(*next) {
+                    if at == *count {
+                        *next += 1;
+                        prio[tid] = lowered;
+                        tid = highest(&self.runnable, prio);
+                    }
                 }
                 (tid, n > 1)
             }
