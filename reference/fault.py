@@ -205,7 +205,7 @@ def lock_mm_and_find_vma(cur: Current, mm: Mm, addr: int) -> Gen[Vma | None]:
     None with nothing held. Grows a VM_GROWSDOWN stack under the write lock."""
     if not mmap_read_trylock(cur, mm) and (yield from mmap_read_lock_killable(cur, mm)):
         return None  # get_mmap_lock_carefully(): fatal signal
-    vma = find_vma(mm, addr)
+    vma = find_vma(cur, mm, addr)
     if vma is not None and vma.vm_start <= addr:
         return vma
     if vma is None or not vma.vm_flags & VM_GROWSDOWN:
@@ -215,7 +215,7 @@ def lock_mm_and_find_vma(cur: Current, mm: Mm, addr: int) -> Gen[Vma | None]:
     mmap_read_unlock(cur, mm)
     if (yield from mmap_write_lock_killable(cur, mm)):
         return None
-    vma = find_vma(mm, addr)
+    vma = find_vma(cur, mm, addr)
     if vma is None or (vma.vm_start > addr and not vma.vm_flags & VM_GROWSDOWN):
         mmap_write_unlock(cur, mm)
         return None
@@ -229,7 +229,7 @@ def lock_mm_and_find_vma(cur: Current, mm: Mm, addr: int) -> Gen[Vma | None]:
 def expand_downwards(cur: Current, mm: Mm, vma: Vma, addr: int) -> Gen[int]:
     """mm/mmap.c:expand_downwards() (v6.6); caller holds ``mmap_lock`` for write."""
     vma_assert_write_locked(cur, mm, "expand_downwards")
-    prev = vma_prev(mm, vma)
+    prev = vma_prev(cur, mm, vma)
     if (
         prev is not None
         and not prev.vm_flags & VM_GROWSDOWN

@@ -156,7 +156,7 @@ def sys_munmap(cur: Current, mm: Mm, start: int, npages: int) -> Gen[int]:
 def do_vmi_munmap(cur: Current, mm: Mm, start: int, end: int, unlock: bool) -> Gen[None]:
     """mm/mmap.c:do_vmi_munmap() (v6.6). Called with ``mmap_lock`` write-held; with `unlock`
     it returns with nothing held, else still write-held."""
-    vma = find_vma(mm, start)
+    vma = find_vma(cur, mm, start)
     if vma is None or vma.vm_start >= end:
         if unlock:
             mmap_write_unlock(cur, mm)
@@ -179,14 +179,14 @@ def do_vmi_align_munmap(
         if nxt.vm_end > end:
             split_vma(cur, mm, nxt, end, False)
         detached.append(nxt)  # vma_start_write() + vma_mark_detached(): no-ops here
-        nxt = find_vma(mm, nxt.vm_end)
+        nxt = find_vma(cur, mm, nxt.vm_end)
     for v in detached:  # vma_iter_clear_gfp(): point of no return
         vma_iter_remove(mm, v)
         mm.detached.append(v)
     if unlock:
         mmap_write_downgrade(cur, mm)
-    prev = vma_prev_of(mm, start)
-    nxt = find_vma(mm, end)
+    prev = vma_prev_of(cur, mm, start)
+    nxt = find_vma(cur, mm, end)
     yield from unmap_region(cur, mm, detached, prev, nxt)
     for v in detached:  # remove_mt() → remove_vma() → vm_area_free()
         vm_area_free(v)
@@ -233,8 +233,8 @@ def mmap_region(cur: Current, mm: Mm, addr: int, end: int, flags: int) -> Gen[No
     new VMA. Caller holds ``mmap_lock`` for write."""
     vma_assert_write_locked(cur, mm, "mmap_region")
     yield from do_vmi_munmap(cur, mm, addr, end, False)
-    nxt = find_vma(mm, addr)
-    prev = vma_prev_of(mm, addr)
+    nxt = find_vma(cur, mm, addr)
+    prev = vma_prev_of(cur, mm, addr)
     vma: Vma | None = None
     merge_start, merge_end = addr, end
     if nxt is not None and nxt.vm_start == end and can_vma_merge(nxt, flags, None, None):
@@ -260,11 +260,11 @@ def do_mprotect_pkey(cur: Current, mm: Mm, start: int, npages: int, prot: int) -
     end = start + npages
     if (yield from mmap_write_lock_killable(cur, mm)):
         return EINTR
-    vma = find_vma(mm, start)
+    vma = find_vma(cur, mm, start)
     if vma is None or vma.vm_start >= end or vma.vm_start > start:
         mmap_write_unlock(cur, mm)
         return ENOMEM
-    prev = vma if start > vma.vm_start else vma_prev(mm, vma)
+    prev = vma if start > vma.vm_start else vma_prev(cur, mm, vma)
     error = 0
     nstart, tmp = start, vma.vm_start
     next_vma: Vma | None = vma
@@ -277,7 +277,7 @@ def do_mprotect_pkey(cur: Current, mm: Mm, start: int, npages: int, prot: int) -
         vma = yield from mprotect_fixup(cur, mm, next_vma, prev, nstart, tmp, newflags)
         prev = vma
         tmp = nstart = vma.vm_end  # vma_iter_end()
-        next_vma = find_vma(mm, tmp)
+        next_vma = find_vma(cur, mm, tmp)
     if not error and tmp < end:
         error = ENOMEM
     mmap_write_unlock(cur, mm)
@@ -346,14 +346,14 @@ def madvise_walk(cur: Current, mm: Mm, start: int, end: int) -> list[tuple[Vma, 
     """mm/madvise.c:madvise_walk_vmas(): the (vma, start, end) pieces of ``[start, end)``,
     in address order. Caller holds ``mmap_lock`` (read), so the VMAs cannot change."""
     out = []
-    vma = find_vma(mm, start)
+    vma = find_vma(cur, mm, start)
     while vma is not None and vma.vm_start < end:
         lo = max(start, vma.vm_start)
         hi = min(end, vma.vm_end)
         out.append((vma, lo, hi))
         if hi >= end:
             break
-        vma = find_vma(mm, hi)
+        vma = find_vma(cur, mm, hi)
     return out
 
 

@@ -115,8 +115,8 @@ def wake_userfault(cur: Current, ctx: UffdCtx, start: int, end: int) -> None:
 # UFFDIO_REGISTER / UFFDIO_UNREGISTER
 
 
-def _next_in_range(mm: Mm, start: int, end: int) -> Vma | None:
-    v = find_vma(mm, start)
+def _next_in_range(cur: Current, mm: Mm, start: int, end: int) -> Vma | None:
+    v = find_vma(cur, mm, start)
     return v if v is not None and v.vm_start < end else None
 
 
@@ -132,12 +132,12 @@ def userfaultfd_unregister(cur: Current, mm: Mm, start: int, npages: int) -> Gen
 
 def _register(cur: Current, mm: Mm, start: int, end: int, register: bool) -> Gen[int]:
     yield from mmap_write_lock(cur, mm)
-    vma = _next_in_range(mm, start, end)
+    vma = _next_in_range(cur, mm, start, end)
     if vma is None:
         mmap_write_unlock(cur, mm)
         return EINVAL
     ctx = mm.uffd
-    prev = vma if vma.vm_start < start else vma_prev_of(mm, start)
+    prev = vma if vma.vm_start < start else vma_prev_of(cur, mm, start)
     while vma is not None:
         if register:
             done = vma.uffd_ctx is ctx and vma.vm_flags & VM_UFFD_MISSING
@@ -147,7 +147,7 @@ def _register(cur: Current, mm: Mm, start: int, end: int, register: bool) -> Gen
             vma = _register_one(cur, mm, prev, vma, start, end, register)
         prev = vma
         start = vma.vm_end
-        vma = _next_in_range(mm, start, end)
+        vma = _next_in_range(cur, mm, start, end)
     mmap_write_unlock(cur, mm)
     return 0
 
@@ -187,7 +187,7 @@ def userfaultfd_copy(cur: Current, mm: Mm, page: int, value: int) -> Gen[int]:
     """fs/userfaultfd.c:userfaultfd_copy() → mm/userfaultfd.c:mfill_atomic() (v6.6), one page:
     0, -EEXIST (PTE not none) or -ENOENT (no registered VMA). Wakes the page's waiters on 0."""
     yield from mmap_read_lock(cur, mm)
-    vma = vma_lookup(mm, page)  # find_dst_vma()
+    vma = vma_lookup(cur, mm, page)  # find_dst_vma()
     if vma is None or vma.uffd_ctx is None:
         mmap_read_unlock(cur, mm)
         return ENOENT

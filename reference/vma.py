@@ -18,6 +18,8 @@ vma.use-after-free            `check_vma` on a freed VMA (callers: the fault pat
 vma.write-unlocked            a VMA split, merged, expanded or its flags changed without
                               ``mmap_lock`` held for write (`vma_assert_write_locked`, I6)
 vma.anon_vma-under-vma-lock   ``anon_vma_prepare`` without ``mmap_lock`` (I15)
+vma.tree-unlocked             a tree walk (`find_vma`, `vma_lookup` ...) without ``mmap_lock``
+                              (`check_tree_read`)
 ============================  =================================================================
 """
 
@@ -27,7 +29,15 @@ from bisect import insort
 
 from reference.mmap_lock import mmap_assert_locked, mmap_assert_write_locked
 from reference.objects import VM_ACCESS_FLAGS, Mm, UffdCtx, Vma
-from reference.primitives import Current, Gen, might_sleep, spin_lock, spin_unlock, violate
+from reference.primitives import (
+    Current,
+    Gen,
+    holds,
+    might_sleep,
+    spin_lock,
+    spin_unlock,
+    violate,
+)
 
 
 def vma_assert_write_locked(cur: Current, mm: Mm, function: str) -> None:
@@ -46,16 +56,30 @@ def _start(v: Vma) -> int:
     return v.vm_start
 
 
-def find_vma(mm: Mm, addr: int) -> Vma | None:
-    """``find_vma()``: the first VMA with ``vm_end > addr``."""
+def check_tree_read(cur: Current, mm: Mm, function: str) -> None:
+    """The maple tree's lockdep check: ``mm_init()`` gives ``mm_mt`` ``mmap_lock`` as its
+    external lock (``mt_set_external_lock``), so every node a walk reads goes through
+    ``rcu_dereference_check(.., mt_locked(mt))`` (lib/maple_tree.c ``mt_slot()``, v6.6). With
+    PER_VMA_LOCK=n nothing walks the tree under RCU alone: a walk needs ``mmap_lock``."""
+    if not holds(cur, mm.mmap_lock):
+        violate(
+            cur, "vma.tree-unlocked", function, f"mm{mm.id}'s VMA tree walked without mmap_lock"
+        )
+
+
+def find_vma(cur: Current, mm: Mm, addr: int) -> Vma | None:
+    """``find_vma()``: the first VMA with ``vm_end > addr`` (v6.6 also
+    ``mmap_assert_locked()``s, which `check_tree_read` covers)."""
+    check_tree_read(cur, mm, "find_vma")
     for v in mm.vmas:
         if v.vm_end > addr:
             return v
     return None
 
 
-def vma_lookup(mm: Mm, addr: int) -> Vma | None:
+def vma_lookup(cur: Current, mm: Mm, addr: int) -> Vma | None:
     """``vma_lookup()``: the VMA containing `addr`."""
+    check_tree_read(cur, mm, "vma_lookup")
     for v in mm.vmas:
         if v.vm_start <= addr < v.vm_end:
             return v
@@ -64,23 +88,29 @@ def vma_lookup(mm: Mm, addr: int) -> Vma | None:
     return None
 
 
-def find_vma_intersection(mm: Mm, start: int, end: int) -> Vma | None:
-    v = find_vma(mm, start)
-    return v if v is not None and v.vm_start < end else None
+def find_vma_intersection(cur: Current, mm: Mm, start: int, end: int) -> Vma | None:
+    check_tree_read(cur, mm, "find_vma_intersection")
+    for v in mm.vmas:
+        if v.vm_end > start:
+            return v if v.vm_start < end else None
+    return None
 
 
-def vma_prev(mm: Mm, vma: Vma) -> Vma | None:
+def vma_prev(cur: Current, mm: Mm, vma: Vma) -> Vma | None:
+    check_tree_read(cur, mm, "vma_prev")
     i = mm.vmas.index(vma)
     return mm.vmas[i - 1] if i > 0 else None
 
 
-def vma_next(mm: Mm, vma: Vma) -> Vma | None:
+def vma_next(cur: Current, mm: Mm, vma: Vma) -> Vma | None:
+    check_tree_read(cur, mm, "vma_next")
     i = mm.vmas.index(vma)
     return mm.vmas[i + 1] if i + 1 < len(mm.vmas) else None
 
 
-def vma_prev_of(mm: Mm, addr: int) -> Vma | None:
+def vma_prev_of(cur: Current, mm: Mm, addr: int) -> Vma | None:
     """The last VMA that ends at or before `addr`."""
+    check_tree_read(cur, mm, "vma_prev")
     prev = None
     for v in mm.vmas:
         if v.vm_end > addr:
@@ -176,8 +206,8 @@ def vma_merge(
     """mm/mmap.c:vma_merge() (v6.6), cases 1-8 of its comment; None if nothing merges.
     Caller holds ``mmap_lock`` for write."""
     vma_assert_write_locked(cur, mm, "vma_merge")
-    curr = find_vma_intersection(mm, prev.vm_end if prev else 0, end)
-    nxt = vma_lookup(mm, end) if curr is None or end == curr.vm_end else None
+    curr = find_vma_intersection(cur, mm, prev.vm_end if prev else 0, end)
+    nxt = vma_lookup(cur, mm, end) if curr is None or end == curr.vm_end else None
     merge_prev = (
         prev is not None and addr == prev.vm_end and can_vma_merge(prev, flags, anon_vma, ctx)
     )
@@ -255,12 +285,12 @@ def _singular(v: Vma) -> bool:
     return v.anon_vma is not None and v.anon_vma_chain_len == 1
 
 
-def find_mergeable_anon_vma(mm: Mm, vma: Vma) -> int | None:
-    """mm/mmap.c:find_mergeable_anon_vma(): next first, then prev, singular chains only."""
-    nxt = vma_next(mm, vma) if vma in mm.vmas else None
+def find_mergeable_anon_vma(cur: Current, mm: Mm, vma: Vma) -> int | None:
+    """mm/mmap.c:find_mergeable_anon_vma(cur, ): next first, then prev, singular chains only."""
+    nxt = vma_next(cur, mm, vma) if vma in mm.vmas else None
     if nxt is not None and _anon_vma_compatible(vma, nxt) and _singular(nxt):
         return nxt.anon_vma
-    prev = vma_prev(mm, vma) if vma in mm.vmas else None
+    prev = vma_prev(cur, mm, vma) if vma in mm.vmas else None
     if prev is not None and _anon_vma_compatible(prev, vma) and _singular(prev):
         return prev.anon_vma
     return None
@@ -273,7 +303,7 @@ def anon_vma_prepare(cur: Current, mm: Mm, vma: Vma) -> Gen[None]:
     mmap_assert_locked(cur, mm, "vma.anon_vma-under-vma-lock", "anon_vma_prepare")
     might_sleep(cur, "anon_vma_prepare")
     yield "anon_vma_prepare:anon_vma_chain_alloc"
-    anon_vma = find_mergeable_anon_vma(mm, vma)
+    anon_vma = find_mergeable_anon_vma(cur, mm, vma)
     if anon_vma is None:
         anon_vma = cur.kernel.alloc_anon_vma()
     yield from spin_lock(cur, mm.page_table_lock)

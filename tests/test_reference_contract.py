@@ -20,6 +20,7 @@ import reference.device
 import reference.fault
 import reference.folio
 import reference.migrate
+import reference.mmap
 import reference.swapin
 import reference.userfaultfd
 import reference.wp
@@ -229,6 +230,32 @@ def test_migrate_to_ram_without_mmap_lock_is_caught(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(reference.swapin, "do_device_private_fault", broken)
     rec = run_text(DEVICE_READ)
     assert "devpriv.mmap-lock" in rules(rec)
+
+
+MADVISE = """
+pages 2
+setup:
+  mmap mm0 0+2 rw
+  write mm0 0 0x11
+thread 0:
+  madvise_dontneed mm0 0+2
+schedule serial
+"""
+
+
+def test_tree_walk_without_mmap_lock_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """madvise walking the VMA tree with no ``mmap_lock``: the maple tree's lockdep check."""
+    assert rules(run_text(MADVISE)) == set()
+
+    def no_lock(cur: Current, mm: Mm) -> Gen[None]:
+        return
+        yield
+
+    monkeypatch.setattr(reference.mmap, "mmap_read_lock", no_lock)
+    monkeypatch.setattr(reference.mmap, "mmap_read_unlock", lambda cur, mm: None)
+    rec = run_text(MADVISE)
+    assert rules(rec) == {"vma.tree-unlocked"}
+    assert {v.function for v in rec.violations} == {"find_vma"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ pub async fn lock_mm_and_find_vma(k: &Kernel, mm: MmId, addr: Page) -> KResult<O
     }
     {
         let mut s = k.st();
-        let vma = find_vma(&s, mm, addr);
+        let vma = find_vma(&mut s, mm, addr);
         match vma {
             Some(v) if s.vmas[v].vm_start <= addr => return Ok(Some(v)),
             Some(v) if s.vmas[v].vm_flags & VM_GROWSDOWN != 0 => {}
@@ -45,7 +45,7 @@ pub async fn lock_mm_and_find_vma(k: &Kernel, mm: MmId, addr: Page) -> KResult<O
     }
     let vma = {
         let mut s = k.st();
-        let vma = find_vma(&s, mm, addr);
+        let vma = find_vma(&mut s, mm, addr);
         let usable =
             vma.filter(|&v| s.vmas[v].vm_start <= addr || s.vmas[v].vm_flags & VM_GROWSDOWN != 0);
         let Some(v) = usable else {
@@ -66,8 +66,8 @@ pub async fn lock_mm_and_find_vma(k: &Kernel, mm: MmId, addr: Page) -> KResult<O
 pub async fn expand_downwards(k: &Kernel, mm: MmId, vma: VmaId, addr: Page) -> KResult<i32> {
     crate::vma::mm_assert_write_locked(k, mm, "expand_downwards");
     {
-        let s = k.st();
-        if let Some(prev) = vma_prev(&s, mm, vma) {
+        let mut s = k.st();
+        if let Some(prev) = vma_prev(&mut s, mm, vma) {
             let p = &s.vmas[prev];
             // Enforce stack_guard_gap.
             if p.vm_flags & VM_GROWSDOWN == 0

@@ -12,7 +12,7 @@ use crate::vma::find_vma;
 
 /// `mm/madvise.c:madvise_walk_vmas()`: the (vma, start, end) pieces of `[start, end)`, in
 /// address order. Caller holds `mmap_lock` (read), so the VMAs cannot change.
-pub fn madvise_walk(s: &State, mm: MmId, start: Page, end: Page) -> Vec<(VmaId, Page, Page)> {
+pub fn madvise_walk(s: &mut State, mm: MmId, start: Page, end: Page) -> Vec<(VmaId, Page, Page)> {
     let mut out = Vec::new();
     let mut vma = find_vma(s, mm, start);
     while let Some(v) = vma.filter(|&v| s.vmas[v].vm_start < end) {
@@ -37,7 +37,7 @@ pub fn madvise_has_hole(pieces: &[(VmaId, Page, Page)], start: Page, end: Page) 
 pub async fn do_madvise_dontneed(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
     let end = start + npages;
     mmap_read_lock(k, mm).await?;
-    let pieces = madvise_walk(&k.st(), mm, start, end);
+    let pieces = madvise_walk(&mut k.st(), mm, start, end);
     for &(_, lo, hi) in &pieces {
         zap_pte_range(k, mm, lo, hi).await?; // zap_page_range_single()
         tlb_finish_mmu(&mut k.st())?;

@@ -146,7 +146,7 @@ pub async fn do_vmi_munmap(
 ) -> KResult<()> {
     let vma = {
         let mut s = k.st();
-        let vma = find_vma(&s, mm, start).filter(|&v| s.vmas[v].vm_start < end);
+        let vma = find_vma(&mut s, mm, start).filter(|&v| s.vmas[v].vm_start < end);
         if vma.is_none() && unlock {
             mmap_write_unlock(&mut s, mm);
         }
@@ -191,7 +191,8 @@ async fn do_vmi_align_munmap(
             vma_mark_detached(&mut s, n, true);
         }
         detached.push(n);
-        next = find_vma(&s, mm, s.vmas[n].vm_end);
+        let end = s.vmas[n].vm_end;
+        next = find_vma(&mut s, mm, end);
     }
     let (prev, next) = {
         let mut s = k.st();
@@ -203,7 +204,7 @@ async fn do_vmi_align_munmap(
         if unlock {
             mmap_write_downgrade(&mut s, mm);
         }
-        (vma_prev_of(&s, mm, start), find_vma(&s, mm, end))
+        (vma_prev_of(&mut s, mm, start), find_vma(&mut s, mm, end))
     };
     unmap_region(k, mm, &detached, prev, next).await?;
     let mut s = k.st();
@@ -267,9 +268,9 @@ async fn mmap_region(k: &Kernel, mm: MmId, addr: Page, end: Page, flags: u32) ->
     crate::vma::mm_assert_write_locked(k, mm, "mmap_region");
     do_vmi_munmap(k, mm, addr, end, false).await?;
     let (expand, next) = {
-        let s = k.st();
-        let next = find_vma(&s, mm, addr);
-        let prev = vma_prev_of(&s, mm, addr);
+        let mut s = k.st();
+        let next = find_vma(&mut s, mm, addr);
+        let prev = vma_prev_of(&mut s, mm, addr);
         let (mut vma, mut merge_start, mut merge_end) = (None, addr, end);
         if let Some(n) = next {
             if s.vmas[n].vm_start == end && can_vma_merge(&s, n, flags, None, None) {

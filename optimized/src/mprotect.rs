@@ -30,7 +30,7 @@ pub async fn do_mprotect_pkey(
     }
     let (vma, mut prev) = {
         let mut s = k.st();
-        let vma = find_vma(&s, mm, start)
+        let vma = find_vma(&mut s, mm, start)
             .filter(|&v| s.vmas[v].vm_start < end && s.vmas[v].vm_start <= start);
         let Some(vma) = vma else {
             mmap_write_unlock(&mut s, mm);
@@ -39,7 +39,7 @@ pub async fn do_mprotect_pkey(
         let prev = if start > s.vmas[vma].vm_start {
             Some(vma)
         } else {
-            vma_prev(&s, mm, vma)
+            vma_prev(&mut s, mm, vma)
         };
         (vma, prev)
     };
@@ -59,10 +59,10 @@ pub async fn do_mprotect_pkey(
         };
         let v = mprotect_fixup(k, mm, n, prev, nstart, tmp, newflags).await?;
         prev = Some(v);
-        let s = k.st();
+        let mut s = k.st();
         tmp = s.vmas[v].vm_end; // vma_iter_end()
         nstart = tmp;
-        next = find_vma(&s, mm, tmp);
+        next = find_vma(&mut s, mm, tmp);
     }
     if error == 0 && tmp < end {
         error = ENOMEM;

@@ -25,7 +25,7 @@ use crate::swap::{
 pub async fn do_madvise_pageout(k: &Kernel, mm: MmId, start: Page, npages: Page) -> KResult<i32> {
     let end = start + npages;
     mmap_read_lock(k, mm).await?;
-    let pieces = madvise_walk(&k.st(), mm, start, end);
+    let pieces = madvise_walk(&mut k.st(), mm, start, end);
     for &(_, lo, hi) in &pieces {
         if madvise_pageout_page_range(k, mm, lo, hi).await? == EINTR {
             mmap_read_unlock(&mut k.st(), mm);

@@ -108,7 +108,7 @@ pub fn wake_userfault(s: &mut State, ctx: MmId, start: Page, end: Page) {
 // ---------------------------------------------------------------------------------------------
 // UFFDIO_REGISTER / UFFDIO_UNREGISTER
 
-fn next_in_range(s: &State, mm: MmId, start: Page, end: Page) -> Option<VmaId> {
+fn next_in_range(s: &mut State, mm: MmId, start: Page, end: Page) -> Option<VmaId> {
     find_vma(s, mm, start).filter(|&v| s.vmas[v].vm_start < end)
 }
 
@@ -131,14 +131,14 @@ async fn register(k: &Kernel, mm: MmId, mut start: Page, end: Page, on: bool) ->
     mmap_write_lock(k, mm).await?;
     let (mut vma, mut prev) = {
         let mut s = k.st();
-        let Some(vma) = next_in_range(&s, mm, start, end) else {
+        let Some(vma) = next_in_range(&mut s, mm, start, end) else {
             mmap_write_unlock(&mut s, mm);
             return Ok(EINVAL);
         };
         let prev = if s.vmas[vma].vm_start < start {
             Some(vma)
         } else {
-            vma_prev_of(&s, mm, start)
+            vma_prev_of(&mut s, mm, start)
         };
         (Some(vma), prev)
     };
@@ -156,9 +156,9 @@ async fn register(k: &Kernel, mm: MmId, mut start: Page, end: Page, on: bool) ->
             v = register_one(k, mm, prev, v, start, end, on).await?;
         }
         prev = Some(v);
-        let s = k.st();
+        let mut s = k.st();
         start = s.vmas[v].vm_end;
-        vma = next_in_range(&s, mm, start, end);
+        vma = next_in_range(&mut s, mm, start, end);
     }
     mmap_write_unlock(&mut k.st(), mm);
     Ok(0)
@@ -226,7 +226,7 @@ pub async fn userfaultfd_copy(k: &Kernel, mm: MmId, page: Page, value: u32) -> K
     mmap_read_lock(k, mm).await?;
     let vma = {
         let mut s = k.st();
-        let vma = vma_lookup(&s, mm, page).filter(|&v| s.vmas[v].uffd_ctx.is_some());
+        let vma = vma_lookup(&mut s, mm, page).filter(|&v| s.vmas[v].uffd_ctx.is_some());
         let Some(vma) = vma else {
             mmap_read_unlock(&mut s, mm);
             return Ok(ENOENT);

@@ -16,10 +16,13 @@
 //! | `vma.write-unlocked`           | [`vma_set_range`] / [`vm_flags_reset`] on a tree VMA not write-locked |
 //! | `vma.write-unlocked`           | a split, merge or expansion without `mmap_lock` held for write |
 //! | `vma.anon_vma-under-vma-lock`  | [`anon_vma_prepare`] preparing without `mmap_lock` (I15) |
+//! | `vma.tree-unlocked`            | a tree walk ([`find_vma`], [`vma_lookup`], `mas_walk` ...) with neither `mmap_lock` nor an RCU read section ([`check_tree_read`]) |
 
 use crate::mmap_lock::{mmap_assert_locked, mmap_assert_write_locked};
 use crate::objects::{Kernel, MmId, Page, State, VmaId, VM_ACCESS_FLAGS};
-use crate::primitives::{might_sleep, spin_lock, spin_unlock, violate_fatal, KResult, LockId};
+use crate::primitives::{
+    holds, might_sleep, spin_lock, spin_unlock, violate, violate_fatal, KResult, LockId,
+};
 use crate::rcu::vm_area_free;
 use crate::vma_lock::{vma_assert_write_locked, vma_mark_detached, vma_start_write};
 
@@ -38,8 +41,32 @@ pub fn check_vma(s: &mut State, vma: VmaId, function: &str) -> KResult<()> {
     Ok(())
 }
 
-/// `find_vma()`: the first VMA with `vm_end > addr`.
-pub fn find_vma(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
+/// The maple tree's lockdep check: `mm_init()` gives `mm_mt` `mmap_lock` as its external lock
+/// (`mt_set_external_lock`), so every node a walk reads goes through
+/// `rcu_dereference_check(.., mt_locked(mt))` (`lib/maple_tree.c:mt_slot()`, v6.6). A walk
+/// needs `mmap_lock` (either mode) or an RCU read section, as `lock_vma_under_rcu` has.
+#[inline(always)]
+pub fn check_tree_read(s: &mut State, mm: MmId, function: &str) {
+    if s.cur[s.tid].rcu_nesting == 0 && !holds(s, LockId::Mmap(mm), None) {
+        tree_read_unlocked(s, mm, function);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn tree_read_unlocked(s: &mut State, mm: MmId, function: &str) {
+    let msg = format!("mm{mm}'s VMA tree walked without mmap_lock or rcu_read_lock");
+    violate(s, "vma.tree-unlocked", function, msg);
+}
+
+/// `find_vma()`: the first VMA with `vm_end > addr` (v6.6 also `mmap_assert_locked()`s, which
+/// [`check_tree_read`] covers).
+pub fn find_vma(s: &mut State, mm: MmId, addr: Page) -> Option<VmaId> {
+    check_tree_read(s, mm, "find_vma");
+    first_ending_after(s, mm, addr)
+}
+
+fn first_ending_after(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
     s.mm(mm)
         .vmas
         .iter()
@@ -48,30 +75,34 @@ pub fn find_vma(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
 }
 
 /// `vma_lookup()`: the VMA containing `addr`.
-pub fn vma_lookup(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
-    find_vma(s, mm, addr).filter(|&v| s.vmas[v].vm_start <= addr)
+pub fn vma_lookup(s: &mut State, mm: MmId, addr: Page) -> Option<VmaId> {
+    check_tree_read(s, mm, "vma_lookup");
+    first_ending_after(s, mm, addr).filter(|&v| s.vmas[v].vm_start <= addr)
 }
 
-pub fn find_vma_intersection(s: &State, mm: MmId, start: Page, end: Page) -> Option<VmaId> {
-    find_vma(s, mm, start).filter(|&v| s.vmas[v].vm_start < end)
+pub fn find_vma_intersection(s: &mut State, mm: MmId, start: Page, end: Page) -> Option<VmaId> {
+    check_tree_read(s, mm, "find_vma_intersection");
+    first_ending_after(s, mm, start).filter(|&v| s.vmas[v].vm_start < end)
 }
 
-fn tree_pos(s: &State, mm: MmId, vma: VmaId) -> Option<usize> {
+fn tree_pos(s: &mut State, mm: MmId, vma: VmaId, function: &str) -> Option<usize> {
+    check_tree_read(s, mm, function);
     s.mm(mm).vmas.iter().position(|&v| v == vma)
 }
 
-pub fn vma_prev(s: &State, mm: MmId, vma: VmaId) -> Option<VmaId> {
-    let i = tree_pos(s, mm, vma)?;
+pub fn vma_prev(s: &mut State, mm: MmId, vma: VmaId) -> Option<VmaId> {
+    let i = tree_pos(s, mm, vma, "vma_prev")?;
     i.checked_sub(1).map(|j| s.mm(mm).vmas[j])
 }
 
-pub fn vma_next(s: &State, mm: MmId, vma: VmaId) -> Option<VmaId> {
-    let i = tree_pos(s, mm, vma)?;
+pub fn vma_next(s: &mut State, mm: MmId, vma: VmaId) -> Option<VmaId> {
+    let i = tree_pos(s, mm, vma, "vma_next")?;
     s.mm(mm).vmas.get(i + 1).copied()
 }
 
 /// The last VMA that ends at or before `addr`.
-pub fn vma_prev_of(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
+pub fn vma_prev_of(s: &mut State, mm: MmId, addr: Page) -> Option<VmaId> {
+    check_tree_read(s, mm, "vma_prev");
     s.mm(mm)
         .vmas
         .iter()
@@ -168,19 +199,19 @@ fn anon_vma_compatible(s: &State, a: VmaId, b: VmaId) -> bool {
 }
 
 /// `mm/mmap.c:find_mergeable_anon_vma()`: next first, then prev, singular chains only.
-pub fn find_mergeable_anon_vma(s: &State, mm: MmId, vma: VmaId) -> Option<u32> {
-    let singular = |v: VmaId| {
+pub fn find_mergeable_anon_vma(s: &mut State, mm: MmId, vma: VmaId) -> Option<u32> {
+    let singular = |s: &State, v: VmaId| {
         let x = &s.vmas[v];
         x.anon_vma.filter(|_| x.anon_vma_chain_len == 1)
     };
     if let Some(n) = vma_next(s, mm, vma).filter(|&n| anon_vma_compatible(s, vma, n)) {
-        if let Some(a) = singular(n) {
+        if let Some(a) = singular(s, n) {
             return Some(a);
         }
     }
     vma_prev(s, mm, vma)
         .filter(|&p| anon_vma_compatible(s, p, vma))
-        .and_then(singular)
+        .and_then(|p| singular(s, p))
 }
 
 /// `mm/rmap.c:__anon_vma_prepare()` (v6.6): caller holds `mmap_lock` (read is enough); never
@@ -204,7 +235,7 @@ pub async fn anon_vma_prepare(k: &Kernel, mm: MmId, vma: VmaId) -> KResult<()> {
     k.yield_now("anon_vma_prepare:anon_vma_chain_alloc").await;
     let anon_vma = {
         let mut s = k.st();
-        match find_mergeable_anon_vma(&s, mm, vma) {
+        match find_mergeable_anon_vma(&mut s, mm, vma) {
             Some(a) => a,
             None => s.alloc_anon_vma(),
         }

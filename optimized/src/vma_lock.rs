@@ -27,7 +27,7 @@ use crate::objects::{Kernel, MmId, Page, State, VmaId, VmaLockEvent};
 use crate::primitives::{holds, violate, KResult, LockId, Mode};
 use crate::rcu::{rcu_read_lock, rcu_read_unlock};
 use crate::rwsem::{down, trylock, up_read, up_write};
-use crate::vma::check_vma;
+use crate::vma::{check_tree_read, check_vma};
 
 /// `__is_vma_write_locked()`: the current task holds `mmap_lock` for write and `vma`'s
 /// sequence equals the mm's.
@@ -130,7 +130,8 @@ pub fn vma_mark_detached(s: &mut State, vma: VmaId, detached: bool) {
 }
 
 /// `mas_walk()`: the VMA of the tree that contains `addr`.
-fn mas_walk(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
+fn mas_walk(s: &mut State, mm: MmId, addr: Page) -> Option<VmaId> {
+    check_tree_read(s, mm, "mas_walk");
     s.mm(mm)
         .vmas
         .iter()
@@ -143,7 +144,7 @@ fn mas_walk(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
 pub async fn lock_vma_under_rcu(k: &Kernel, mm: MmId, addr: Page) -> KResult<Option<VmaId>> {
     rcu_read_lock(&mut k.st());
     loop {
-        let found = mas_walk(&k.st(), mm, addr);
+        let found = mas_walk(&mut k.st(), mm, addr);
         let Some(vma) = found else {
             return Ok(lock_vma_inval(&mut k.st()));
         };

@@ -65,7 +65,7 @@ struct Plan {
     both: bool,
 }
 
-fn plan(s: &State, mm: MmId, a: &MergeArgs) -> Plan {
+fn plan(s: &mut State, mm: MmId, a: &MergeArgs) -> Plan {
     let prev_end = a.prev.map_or(0, |p| s.vmas[p].vm_end);
     let curr = find_vma_intersection(s, mm, prev_end, a.end);
     let next = match curr {
@@ -113,8 +113,8 @@ fn lock_order(s: &State, a: &MergeArgs, p: &Plan) -> Vec<VmaId> {
 pub async fn vma_merge(k: &Kernel, mm: MmId, a: MergeArgs) -> KResult<Option<VmaId>> {
     crate::vma::mm_assert_write_locked(k, mm, "vma_merge");
     let (p, locks) = {
-        let s = k.st();
-        let p = plan(&s, mm, &a);
+        let mut s = k.st();
+        let p = plan(&mut s, mm, &a);
         if !p.merge_prev && !p.merge_next {
             return Ok(None);
         }

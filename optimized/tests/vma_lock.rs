@@ -8,13 +8,13 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::rc::Rc;
 
-use _native::mmap_lock::mmap_read_unlock;
+use _native::mmap_lock::{mmap_read_lock, mmap_read_unlock};
 use _native::mmap_lock::{mmap_write_downgrade, mmap_write_lock, mmap_write_unlock};
 use _native::mutant::Mutant;
 use _native::objects::{Kernel, MmId, Page, VmaId, VmaLockEvent, WaitOn};
-use _native::rcu::{rcu_daemon, vm_area_free};
+use _native::rcu::{rcu_daemon, rcu_read_lock, rcu_read_unlock, vm_area_free};
 use _native::sched::{Executor, Policy, RunOutcome};
-use _native::vma::{split_vma, vma_iter_remove, vma_iter_store};
+use _native::vma::{find_vma, split_vma, vma_iter_remove, vma_iter_store, vma_lookup};
 use _native::vma_lock::{
     is_vma_write_locked, lock_vma_under_rcu, vma_end_read, vma_mark_detached, vma_start_read,
     vma_start_write,
@@ -344,4 +344,39 @@ fn rcu_waits_for_readers_before_freeing() {
     assert_eq!(log, ["freed while the reader walks: false", "lookup: None"]);
     assert!(rig.k.st.borrow().vmas[v].freed);
     assert_eq!(rig.counter(VmaLockEvent::Miss), 1);
+}
+
+/// The maple tree's lockdep check: a walk with neither `mmap_lock` nor an RCU read section is
+/// `vma.tree-unlocked`; either one makes it legal (the per-VMA fault path walks under RCU).
+#[test]
+fn tree_walks_need_mmap_lock_or_rcu() {
+    let mut rig = Rig::new(1);
+    let v = rig.vma(0, 4, true);
+    rig.start(0, move |k, log| async move {
+        let found = find_vma(&mut k.st(), MM, 1);
+        note(&log, format!("unlocked: {found:?}"));
+        rcu_read_lock(&mut k.st());
+        note(&log, format!("rcu: {:?}", vma_lookup(&mut k.st(), MM, 1)));
+        rcu_read_unlock(&mut k.st());
+        mmap_read_lock(&k, MM).await.unwrap();
+        note(
+            &log,
+            format!("mmap_lock: {:?}", find_vma(&mut k.st(), MM, 5)),
+        );
+        mmap_read_unlock(&mut k.st(), MM);
+    });
+    rig.k.sched.borrow_mut().policy = Policy::Serial;
+    assert_eq!(rig.ex.run(&rig.k.sched), RunOutcome::Idle);
+    assert_eq!(
+        *rig.log.borrow(),
+        [
+            format!("unlocked: Some({v})"),
+            format!("rcu: Some({v})"),
+            "mmap_lock: None".to_string(),
+        ]
+    );
+    let s = rig.k.st.borrow();
+    let rules: Vec<_> = s.contract.violations.iter().map(|x| x.rule).collect();
+    assert_eq!(rules, ["vma.tree-unlocked"]);
+    assert_eq!(s.contract.violations[0].function, "find_vma");
 }
