@@ -60,6 +60,31 @@ pub struct State {
     pub wakes: Vec<TaskId>,
 }
 
+/// The buffers of a [`State`] whose run is over, emptied: the next run's state fills them
+/// instead of allocating its own ([`State::reset`]). Only their capacity carries over.
+#[derive(Debug, Default)]
+struct Buffers {
+    mm_order: Vec<MmId>,
+    vmas: Vec<Vma>,
+    tables: Vec<PageTable>,
+    folios: Vec<Folio>,
+    io_queue: VecDeque<IoReq>,
+    io_sleepers: Vec<TaskId>,
+    uffd_poll: Vec<TaskId>,
+    rcu_callbacks: Vec<RcuCallback>,
+    monitor_records: Vec<MonitorRecord>,
+    cur: Vec<Current>,
+    folio_owner: Vec<(FolioId, TaskId)>,
+    wakes: Vec<TaskId>,
+}
+
+/// `v`, emptied, with room for `n` items.
+fn emptied<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    v.clear();
+    v.reserve(n);
+    v
+}
+
 impl State {
     pub fn new(
         nr_pages: u32,
@@ -68,35 +93,88 @@ impl State {
         trace: bool,
         mutant: Mutant,
     ) -> Self {
+        Self::with_buffers(
+            Buffers::default(),
+            nr_pages,
+            swap_async,
+            ntasks,
+            trace,
+            mutant,
+        )
+    }
+
+    /// Start over as [`State::new`] would, keeping the buffers' capacity (a run's fixed cost
+    /// is largely allocation; the next run on the thread reuses this one's).
+    pub fn reset(
+        &mut self,
+        nr_pages: u32,
+        swap_async: bool,
+        ntasks: usize,
+        trace: bool,
+        mutant: Mutant,
+    ) {
+        use std::mem::take;
+        let buffers = Buffers {
+            mm_order: take(&mut self.mm_order),
+            vmas: take(&mut self.vmas),
+            tables: take(&mut self.tables),
+            folios: take(&mut self.folios),
+            io_queue: take(&mut self.io_queue),
+            io_sleepers: take(&mut self.io_sleepers),
+            uffd_poll: take(&mut self.uffd_poll),
+            rcu_callbacks: take(&mut self.rcu_callbacks),
+            monitor_records: take(&mut self.monitor_records),
+            cur: take(&mut self.cur),
+            folio_owner: take(&mut self.contract.folio_owner),
+            wakes: take(&mut self.wakes),
+        };
+        *self = Self::with_buffers(buffers, nr_pages, swap_async, ntasks, trace, mutant);
+    }
+
+    /// The state of a new run, in (emptied) `b`.
+    fn with_buffers(
+        b: Buffers,
+        nr_pages: u32,
+        swap_async: bool,
+        ntasks: usize,
+        trace: bool,
+        mutant: Mutant,
+    ) -> Self {
+        let mut cur = emptied(b.cur, ntasks);
+        cur.resize(ntasks, Current::default());
+        let mut io_queue = b.io_queue;
+        io_queue.clear();
+        let mut contract = Contract::new(trace);
+        contract.folio_owner = emptied(b.folio_owner, 0);
         Self {
             nr_pages,
             mms: [None, None, None, None],
-            mm_order: Vec::new(),
+            mm_order: emptied(b.mm_order, MAX_MMS),
             next_mm_serial: 0,
-            vmas: Vec::with_capacity(16),
-            tables: Vec::with_capacity(16),
-            folios: Vec::with_capacity(32),
+            vmas: emptied(b.vmas, 16),
+            tables: emptied(b.tables, 16),
+            folios: emptied(b.folios, 32),
             swap: SwapInfo {
                 synchronous: !swap_async,
                 slots: [SwapSlot::default(); NR_SWAP_SLOTS],
                 cache: [None; NR_SWAP_SLOTS],
             },
             next_anon_vma: 0,
-            io_queue: VecDeque::new(),
-            io_sleepers: Vec::new(),
-            uffd_poll: Vec::new(),
-            rcu_callbacks: Vec::new(),
+            io_queue,
+            io_sleepers: emptied(b.io_sleepers, 0),
+            uffd_poll: emptied(b.uffd_poll, 0),
+            rcu_callbacks: emptied(b.rcu_callbacks, 0),
             rcu_daemon: None,
             counters: [0; 4],
             migration_failures: Vec::new(),
             growths: Vec::new(),
-            monitor_records: Vec::new(),
-            cur: vec![Current::default(); ntasks],
-            contract: Contract::new(trace),
+            monitor_records: emptied(b.monitor_records, 0),
+            cur,
+            contract,
             mutant,
             tid: 0,
             step: 0,
-            wakes: Vec::new(),
+            wakes: emptied(b.wakes, 0),
         }
     }
 
@@ -300,6 +378,34 @@ impl Kernel {
             mutant,
             trace,
         }
+    }
+
+    /// Start over as [`Kernel::new`] would, keeping the buffers of the state and the task
+    /// table (see [`State::reset`]).
+    pub fn reset(
+        &mut self,
+        nr_pages: u32,
+        swap_async: bool,
+        ntasks: usize,
+        trace: bool,
+        mutant: Mutant,
+    ) {
+        let Self {
+            sched,
+            st,
+            mutant: my_mutant,
+            trace: my_trace,
+        } = self;
+        let sched = sched.get_mut();
+        let mut tasks = std::mem::take(&mut sched.tasks);
+        tasks.clear();
+        tasks.reserve_exact(ntasks);
+        *sched = Sched::new(sched::DEFAULT_MAX_STEPS, sched::DEFAULT_STALL_STEPS, trace);
+        sched.tasks = tasks;
+        st.get_mut()
+            .reset(nr_pages, swap_async, ntasks, trace, mutant);
+        *my_mutant = mutant;
+        *my_trace = trace;
     }
 
     /// Borrow the state for the current step (never hold it across an `.await`).

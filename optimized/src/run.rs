@@ -12,7 +12,7 @@
 //! run's interleaving features (`sched::features`), tagged [`crate::record::FEATURE_TAG`].
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ops::Range;
 use std::rc::Rc;
 
@@ -55,6 +55,29 @@ struct Book {
     abort: Option<Abort>,
 }
 
+impl Book {
+    /// The bookkeeping of a new run of `nops` ops on `nthreads` threads, keeping the buffers.
+    fn reset(&mut self, nops: usize, nthreads: usize, serial: bool) {
+        let old = std::mem::take(self);
+        *self = Book {
+            results: refill(old.results, nops, [-1, -1, RES_NOT_RUN]),
+            owner: refill(old.owner, nops, None),
+            finished: refill(old.finished, nthreads, false),
+            pending_snapshot: None,
+            // The record takes the snapshots: at most one per op, taken under serial only.
+            snapshots: Vec::with_capacity(if serial { nops } else { 0 }),
+            abort: None,
+        };
+    }
+}
+
+/// `v` holding `n` copies of `x`, in its own buffer.
+fn refill<T: Clone>(mut v: Vec<T>, n: usize, x: T) -> Vec<T> {
+    v.clear();
+    v.resize(n, x);
+    v
+}
+
 /// The part of a case an op belongs to (`fuzz.record.OpRecord.part`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -85,18 +108,15 @@ struct Runner {
     main: TaskId,
 }
 
-/// (index in case order, part, thread, op) for every op of the case.
-fn indexed_ops(case: &Case) -> Vec<(usize, Part, usize, Op)> {
-    let mut out = Vec::with_capacity(case.op_count());
-    out.extend(case.setup.iter().map(|&o| (Part::Setup, 0, o)));
-    for (t, ops) in case.threads.iter().enumerate() {
-        out.extend(ops.iter().map(|&o| (Part::Thread, t, o)));
-    }
-    out.extend(case.post.iter().map(|&o| (Part::Post, 0, o)));
-    out.into_iter()
-        .enumerate()
-        .map(|(i, (p, t, o))| (i, p, t, o))
-        .collect()
+/// `out` := (index in case order, part, thread, op) for every op of the case.
+fn index_ops(out: &mut Vec<(usize, Part, usize, Op)>, case: &Case) {
+    let threads = case.threads.iter().enumerate();
+    let parts = (case.setup.iter().map(|&o| (Part::Setup, 0, o)))
+        .chain(threads.flat_map(|(t, ops)| ops.iter().map(move |&o| (Part::Thread, t, o))))
+        .chain(case.post.iter().map(|&o| (Part::Post, 0, o)));
+    out.clear();
+    out.reserve(case.op_count());
+    out.extend(parts.enumerate().map(|(i, (p, t, o))| (i, p, t, o)));
 }
 
 /// The task name of thread `i` (`t0`, `t1`, ...).
@@ -120,53 +140,60 @@ pub fn run_with(
     trace: bool,
     features: bool,
 ) -> Result<RunRecord, EngineError> {
-    let nthreads = case.threads.len();
-    let ntasks = nthreads + 3 + usize::from(case.uffd_monitor);
-    let k = Kernel::new(
-        u32::from(case.nr_pages),
-        case.swap_async,
-        ntasks,
-        trace,
-        mutant,
-    );
-    if features {
-        k.sched.borrow_mut().enable_features();
-    }
+    let ntasks = case.threads.len() + 3 + usize::from(case.uffd_monitor);
+    let mut runner = SPARE.take().unwrap_or_else(|| Rc::new(Runner::empty()));
     let mut ex: Executor<WaitOn> = Executor::with_capacity(ntasks);
-    let threads: Vec<TaskId> = (0..nthreads)
-        .map(|i| ex.spawn(&k.sched, thread_name(i), false))
-        .collect();
-    let main = ex.spawn(&k.sched, "main", false);
+    let (io, rcu, monitor) = prepare(&mut runner, &mut ex, ntasks, case, mutant, trace, features);
+    start_daemons(&runner, &mut ex, io, rcu, monitor);
+    let status = run_phases(&runner, &mut ex, case);
+    let record = finish(&runner, status);
+    // The task bodies hold the other references to the runner: with them gone it is free to
+    // serve the next run on this thread.
+    drop(ex);
+    if Rc::strong_count(&runner) == 1 && Rc::weak_count(&runner) == 0 {
+        SPARE.set(Some(runner));
+    }
+    record
+}
+
+thread_local! {
+    /// The runner of the last run on this thread, for the next run to reset ([`Runner::reset`])
+    /// instead of allocating its kernel and buffers anew. Runs on one thread never overlap; a
+    /// run that panics leaves nothing here.
+    static SPARE: Cell<Option<Rc<Runner>>> = const { Cell::new(None) };
+}
+
+/// Make `runner` (not shared yet) the runner of `case`: reset it, spawn the `ntasks` tasks on
+/// `ex`, make the first mm. The daemons' task ids: swap I/O, RCU, the uffd monitor if any.
+fn prepare(
+    runner: &mut Rc<Runner>,
+    ex: &mut Executor<WaitOn>,
+    ntasks: usize,
+    case: &Case,
+    mutant: Mutant,
+    trace: bool,
+    features: bool,
+) -> (TaskId, TaskId, Option<TaskId>) {
+    let r = Rc::get_mut(runner).expect("a new or spare runner is not shared");
+    let nthreads = case.threads.len();
+    r.reset(case, mutant, trace, ntasks);
+    let k = &mut r.k;
+    if features {
+        k.sched.get_mut().enable_features();
+    }
+    r.threads
+        .extend((0..nthreads).map(|i| ex.spawn(&k.sched, thread_name(i), false)));
+    r.main = ex.spawn(&k.sched, "main", false);
     let io = ex.spawn(&k.sched, "swap_io", true);
     let rcu = ex.spawn(&k.sched, "rcu", true);
     let monitor = case
         .uffd_monitor
         .then(|| ex.spawn(&k.sched, "uffd_monitor", true));
-    {
-        let mut s = k.st.borrow_mut();
-        s.new_mm(0);
-        s.mm_mut(0).visible = true;
-        s.rcu_daemon = Some(rcu);
-    }
-    let nops = case.op_count();
-    let book = Book {
-        results: vec![[-1, -1, RES_NOT_RUN]; nops],
-        owner: vec![None; nops],
-        finished: vec![false; nthreads],
-        ..Book::default()
-    };
-    let serial = case.schedule.strategy == Strategy::Serial;
-    let r = Rc::new(Runner {
-        k,
-        ops: indexed_ops(case),
-        book: RefCell::new(book),
-        serial,
-        threads,
-        main,
-    });
-    start_daemons(&r, &mut ex, io, rcu, monitor);
-    let status = run_phases(&r, &mut ex, case);
-    finish(&r, status)
+    let s = k.st.get_mut();
+    s.new_mm(0);
+    s.mm_mut(0).visible = true;
+    s.rcu_daemon = Some(rcu);
+    (io, rcu, monitor)
 }
 
 fn start_daemons(
@@ -245,6 +272,43 @@ fn start_user(
 }
 
 impl Runner {
+    /// A runner for no case yet: [`Runner::reset`] makes it one for a case.
+    fn empty() -> Self {
+        Self {
+            k: Kernel::new(0, false, 0, false, Mutant::None),
+            ops: Vec::new(),
+            book: RefCell::default(),
+            serial: false,
+            threads: Vec::new(),
+            main: 0,
+        }
+    }
+
+    /// Make this the runner of `case` with `ntasks` task slots, as if new, keeping the
+    /// buffers; the tasks are spawned next (`threads` and `main` are theirs to fill).
+    fn reset(&mut self, case: &Case, mutant: Mutant, trace: bool, ntasks: usize) {
+        let Self {
+            k,
+            ops,
+            book,
+            serial,
+            threads,
+            main,
+        } = self;
+        k.reset(
+            u32::from(case.nr_pages),
+            case.swap_async,
+            ntasks,
+            trace,
+            mutant,
+        );
+        index_ops(ops, case);
+        *serial = case.schedule.strategy == Strategy::Serial;
+        book.get_mut().reset(ops.len(), case.threads.len(), *serial);
+        threads.clear();
+        *main = 0;
+    }
+
     fn aborted(&self) -> bool {
         self.book.borrow().abort.is_some()
     }

@@ -153,6 +153,35 @@ fn z18_double_vma_end_read_is_caught_by_the_contract() {
 }
 
 #[test]
+fn a_run_is_the_same_after_other_runs_on_its_thread() {
+    // A thread's runs share one runner (reset between runs): what a run leaves behind, here
+    // a mutant's broken state, a trace and a second mm, must not reach the next.
+    let mut ops = async_swapped_out();
+    ops.push(read(0));
+    let swapped = serial(ops, true);
+    let mut forked = serial(vec![mmap(0, 2), write(1, 7)], false);
+    forked.post = vec![op(OpKind::Fork, 0, 0, 0, 0), read(1)];
+    let cases = [
+        (&swapped, Mutant::Z18DoubleVmaEndRead, true),
+        (&forked, Mutant::None, false),
+        (&swapped, Mutant::None, false),
+        (&forked, Mutant::None, true),
+    ];
+    let alone: Vec<RunRecord> = cases
+        .iter()
+        .map(|&(c, m, trace)| {
+            let c = c.clone();
+            std::thread::spawn(move || run(&c, m, trace).expect("engine ok"))
+                .join()
+                .expect("no panic")
+        })
+        .collect();
+    for (i, &(c, m, trace)) in cases.iter().enumerate() {
+        assert_eq!(run(c, m, trace).expect("engine ok"), alone[i], "case {i}");
+    }
+}
+
+#[test]
 fn mutant_names_round_trip_and_unknown_ones_are_errors() {
     for name in _native::mutant::MUTANTS {
         let m = Mutant::from_name(Some(name)).expect("known");
