@@ -411,62 +411,61 @@ fn encode_valid(case: &Case) -> Vec<u8> {
     out
 }
 
-/// Reads little-endian integers; bytes past the end read as zero.
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
+/// The bytes before the part lengths: magic, version, profile, pages, flags, threads,
+/// strategy, seed (8), depth, steps (2).
+const FIXED_HEADER: usize = 18;
 
-impl Reader<'_> {
-    fn u8(&mut self) -> u8 {
-        let b = self.data.get(self.pos).copied().unwrap_or(0);
-        self.pos += 1;
-        b
-    }
-
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes([self.u8(), self.u8()])
-    }
-
-    fn u64(&mut self) -> u64 {
-        let mut bytes = [0; 8];
-        bytes.fill_with(|| self.u8());
-        u64::from_le_bytes(bytes)
-    }
-
-    fn remaining(&self) -> usize {
-        self.data.len().saturating_sub(self.pos)
-    }
-}
-
-/// Total decoding: any byte string gives a valid case (see `fuzz/case.py`).
+/// Total decoding: any byte string gives a valid case (see `fuzz/case.py`). Bytes past the end
+/// read as zero. This runs before every case the harness executes, so it reads fields straight
+/// from the slice rather than byte by byte through a cursor.
 pub fn decode(data: &[u8]) -> Case {
-    let mut r = Reader { data, pos: 0 };
-    r.u8(); // magic: ignored so that mutated headers still decode
-    r.u8(); // version: likewise
-    let profile = PROFILES[usize::from(r.u8()) % PROFILES.len()];
-    let nr_pages = wrap(r.u8(), MAX_PAGES);
-    let flags = r.u8();
-    let n_threads = wrap(r.u8(), MAX_THREADS);
-    let strategy = Strategy::ALL[usize::from(r.u8()) % Strategy::ALL.len()];
-    let seed = r.u64();
-    let depth = wrap(r.u8(), MAX_DEPTH);
-    let steps = r.u16().max(1);
-    let counts: Vec<u8> = (0..n_threads + 2)
-        .map(|_| r.u8() % (MAX_OPS_PER_PART + 1))
-        .collect();
-    let mut parts = decode_parts(&mut r, &counts, nr_pages).into_iter();
-    let n_choices = usize::from(r.u16()).min(MAX_CHOICES).min(r.remaining());
-    let choices: Vec<u8> = (0..n_choices).map(|_| r.u8()).collect();
+    let mut head = [0; FIXED_HEADER];
+    let have = data.len().min(FIXED_HEADER);
+    head[..have].copy_from_slice(&data[..have]);
+    let byte = |at: usize| data.get(at).copied().unwrap_or(0);
+    // head[0] and head[1], magic and version, are ignored so that mutated headers still decode.
+    let profile = PROFILES[usize::from(head[2]) % PROFILES.len()];
+    let nr_pages = wrap(head[3], MAX_PAGES);
+    let flags = head[4];
+    let n_threads = usize::from(wrap(head[5], MAX_THREADS));
+    let strategy = Strategy::ALL[usize::from(head[6]) % Strategy::ALL.len()];
+    let mut seed = [0; 8];
+    seed.copy_from_slice(&head[7..15]);
+    let depth = wrap(head[15], MAX_DEPTH);
+    let steps = u16::from_le_bytes([head[16], head[17]]).max(1);
+    // Part lengths: setup, each thread, post.
+    let count = |part: usize| usize::from(byte(FIXED_HEADER + part) % (MAX_OPS_PER_PART + 1));
+    let ops_at = FIXED_HEADER + n_threads + 2;
+    // Only whole records are ops; a part gets what is left of them, in case order, so records
+    // that are not all there shrink the parts, last part first.
+    let mut records = data
+        .get(ops_at..)
+        .unwrap_or_default()
+        .chunks_exact(OP_RECORD_SIZE);
+    let whole = records.len();
+    let mut part = |part: usize| -> Vec<Op> {
+        let take = count(part).min(records.len());
+        records
+            .by_ref()
+            .take(take)
+            .map(|rec| decode_op(rec, nr_pages))
+            .collect()
+    };
+    let setup = part(0);
+    let threads = (1..=n_threads).map(&mut part).collect();
+    let post = part(n_threads + 1);
+    let choices_at = ops_at + OP_RECORD_SIZE * (whole - records.len());
+    let n_choices = u16::from_le_bytes([byte(choices_at), byte(choices_at + 1)]);
     let schedule = match strategy {
         Strategy::Serial => Schedule::serial(),
-        Strategy::Explicit => Schedule::explicit(choices),
-        Strategy::Pct => Schedule::pct(seed, depth, steps),
-        Strategy::Random => Schedule::random(seed),
+        Strategy::Explicit => {
+            let rest = data.get(choices_at + 2..).unwrap_or_default();
+            let n = usize::from(n_choices).min(MAX_CHOICES).min(rest.len());
+            Schedule::explicit(rest[..n].to_vec())
+        }
+        Strategy::Pct => Schedule::pct(u64::from_le_bytes(seed), depth, steps),
+        Strategy::Random => Schedule::random(u64::from_le_bytes(seed)),
     };
-    let setup = parts.next().unwrap_or_default();
-    let mut threads: Vec<Vec<Op>> = parts.collect();
-    let post = threads.pop().unwrap_or_default();
     Case {
         threads,
         setup,
@@ -479,27 +478,15 @@ pub fn decode(data: &[u8]) -> Case {
     }
 }
 
-/// The op records of every part. Records that are not all there shrink the parts, last part
-/// first.
-fn decode_parts(r: &mut Reader<'_>, counts: &[u8], nr_pages: u8) -> Vec<Vec<Op>> {
-    let mut budget = r.remaining() / OP_RECORD_SIZE;
-    let mut parts = Vec::with_capacity(counts.len());
-    for &count in counts {
-        let take = usize::from(count).min(budget);
-        budget -= take;
-        parts.push((0..take).map(|_| decode_op(r, nr_pages)).collect());
-    }
-    parts
-}
-
-fn decode_op(r: &mut Reader<'_>, nr_pages: u8) -> Op {
+/// One op record (`OP_RECORD_SIZE` bytes), normalised.
+fn decode_op(rec: &[u8], nr_pages: u8) -> Op {
     let raw = Op {
-        kind: OpKind::ALL[usize::from(r.u8()) % OpKind::ALL.len()],
-        mm: r.u8(),
-        page: r.u8(),
-        npages: r.u8(),
-        prot: r.u8(),
-        value: r.u16(),
+        kind: OpKind::ALL[usize::from(rec[0]) % OpKind::ALL.len()],
+        mm: rec[1],
+        page: rec[2],
+        npages: rec[3],
+        prot: rec[4],
+        value: u16::from_le_bytes([rec[5], rec[6]]),
     };
     raw.normalize(nr_pages)
 }

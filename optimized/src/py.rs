@@ -6,7 +6,9 @@
 //! `optimized.CaseFormatError`, a `ValueError`.
 
 use std::any::Any;
+use std::convert::Infallible;
 use std::panic::{self, UnwindSafe};
+use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::intern;
@@ -20,7 +22,9 @@ use crate::mutant::{Mutant, MUTANTS};
 use crate::oracle::case::{Kind, Op, MAX_MMS, PROT_MASK};
 use crate::oracle::spec::{ImagePage, ImageState};
 use crate::oracle::{self, Record, StackGrowth};
-use crate::record::{MmSnap, OpRecord, PageImage, RunRecord, Snapshot};
+use crate::record::{
+    MmSnap, OpRecord, PageImage, PteSnap, RunRecord, Snapshot, VmaSnap, VMA_LOCK_COUNTERS,
+};
 use crate::run::{self, run_with};
 use crate::sched::toys::{run_toy, Toy, ToyWait};
 use crate::sched::{features, RunOutcome};
@@ -260,31 +264,41 @@ impl<'py> Ints<'_, 'py> {
         Self { py, small }
     }
 
-    fn int(
-        &self,
-        v: impl TryInto<usize> + IntoPyObject<'py> + Copy,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    /// Every integer type of the record converts without error, so neither does this: the
+    /// callers build tuples from iterators of plain objects, with no `PyResult` to unwrap.
+    fn int<T>(&self, v: T) -> Bound<'py, PyAny>
+    where
+        T: TryInto<usize> + IntoPyObject<'py, Error = Infallible> + Copy,
+    {
         if let Some(obj) = v.try_into().ok().and_then(|i| self.small.get(i)) {
-            return Ok(obj.bind(self.py).clone());
+            return obj.bind(self.py).clone();
         }
-        v.into_pyobject(self.py)
-            .map(|obj| obj.into_any().into_bound())
-            .map_err(Into::into)
+        let Ok(obj) = v.into_pyobject(self.py);
+        obj.into_any().into_bound()
     }
+}
+
+/// A tuple of `items`, or for none the empty tuple (a singleton, which `PyTuple::new` returns
+/// too, at the price of a trip through its iterator machinery): most records have no
+/// violations, lock events, trace, wait edges or migration failures.
+fn tuple_of<'py, T, I>(py: Python<'py>, items: I) -> PyResult<Bound<'py, PyTuple>>
+where
+    T: IntoPyObject<'py>,
+    I: ExactSizeIterator<Item = T>,
+{
+    if items.len() == 0 {
+        return Ok(PyTuple::empty(py));
+    }
+    PyTuple::new(py, items)
 }
 
 /// `RunRecord` as the nested tuples of `RunRecord.from_native` (same field order). Every
 /// sequence the record keeps as a tuple is built as one here, so the conversion copies nothing.
 fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTuple>> {
     let n = Ints::new(py);
-    let ops = ops_to_py(&n, &r.ops)?;
-    let mut made = Vec::new();
-    let image = r
-        .image
-        .iter()
-        .map(|m| image_to_py(&n, m.as_deref(), &mut made))
-        .collect::<PyResult<Vec<_>>>()?;
-    let image = PyTuple::new(py, image)?;
+    let mut shared = SharedRows::lock();
+    let ops = ops_to_py(&n, &mut shared, &r.ops)?;
+    let image = image_to_py(&n, &mut shared, &r.image)?;
     let viol = r.violations.iter().map(|v| {
         (
             v.rule,
@@ -294,7 +308,7 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
             v.task,
         )
     });
-    let snaps = snapshots_to_py(&n, &r.snapshots)?;
+    let snaps = snapshots_to_py(&n, &mut shared, &r.snapshots)?;
     let locks = r
         .lock_events
         .iter()
@@ -339,100 +353,261 @@ fn record_to_py<'py>(py: Python<'py>, r: &RunRecord) -> PyResult<Bound<'py, PyTu
     if !r.growths.is_empty() {
         extra.set_item(intern!(py, "growths"), PyTuple::new(py, &r.growths)?)?;
     }
+    let counters = r.counters.map(|(name, c)| {
+        let make = || (fixed_str(py, name), n.int(c)).into_pyobject(py);
+        match VMA_LOCK_COUNTERS.iter().position(|&known| known == name) {
+            Some(i) => shared.get(
+                py,
+                Row::Counter(u8::try_from(i).unwrap_or(u8::MAX), c),
+                make,
+            ),
+            None => make().map(Bound::into_any),
+        }
+    });
+    let counters = try_tuple(py, counters.into_iter())?;
     let items: [Bound<'_, PyAny>; 16] = [
         fixed_str(py, r.engine).into_any(),
         fixed_str(py, r.status).into_any(),
-        PyTuple::new(py, ops)?.into_any(),
+        ops.into_any(),
         image.into_any(),
-        PyTuple::new(py, viol)?.into_any(),
+        tuple_of(py, viol)?.into_any(),
         snaps.into_any(),
-        PyTuple::new(py, locks)?.into_any(),
-        PyTuple::new(py, &r.trace)?.into_any(),
-        PyTuple::new(py, wait)?.into_any(),
-        PyTuple::new(py, migr)?.into_any(),
-        PyTuple::new(py, r.counters.map(|(name, c)| (fixed_str(py, name), c)))?.into_any(),
+        tuple_of(py, locks.into_iter())?.into_any(),
+        tuple_of(py, r.trace.iter())?.into_any(),
+        tuple_of(py, wait.into_iter())?.into_any(),
+        tuple_of(py, migr.into_iter())?.into_any(),
+        counters.into_any(),
         schedule_bytes(py, &r.schedule)?.into_any(),
         PyBytes::new(py, &r.choices).into_any(),
-        n.int(r.steps)?,
-        PyTuple::new(py, &r.features)?.into_any(),
+        n.int(r.steps),
+        tuple_of(py, r.features.iter())?.into_any(),
         extra.into_any(),
     ];
     PyTuple::new(py, items)
 }
 
 /// The op records: `(index, part, task, (kind, mm, page, npages, prot, value), invoke,
-/// response, result)` each.
-fn ops_to_py<'py>(n: &Ints<'_, 'py>, ops: &[OpRecord]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-    let mut out = Vec::with_capacity(ops.len());
-    for o in ops {
-        let op = &o.op;
-        let fields = (
-            n.int(op.kind.code())?,
-            n.int(op.mm)?,
-            n.int(op.page)?,
-            n.int(op.npages)?,
-            n.int(op.prot)?,
-            n.int(op.value)?,
-        );
-        let item = (
-            n.int(o.index)?,
-            fixed_str(n.py, o.part),
-            n.int(o.task)?,
+/// response, result)` each. Consecutive ops mostly belong to one part, whose name is looked up
+/// once per run of them.
+fn ops_to_py<'py>(
+    n: &Ints<'_, 'py>,
+    shared: &mut SharedRows,
+    ops: &[OpRecord],
+) -> PyResult<Bound<'py, PyTuple>> {
+    let py = n.py;
+    let mut part: Option<(&'static str, Bound<'py, PyString>)> = None;
+    let rows = ops.iter().map(|o| -> PyResult<_> {
+        let name = match &part {
+            Some((s, obj)) if std::ptr::eq(*s, o.part) => obj.clone(),
+            _ => part.insert((o.part, fixed_str(py, o.part))).1.clone(),
+        };
+        let op = o.op;
+        let fields = shared.get(py, Row::Op(op), || {
+            let fields = (
+                n.int(op.kind.code()),
+                n.int(op.mm),
+                n.int(op.page),
+                n.int(op.npages),
+                n.int(op.prot),
+                n.int(op.value),
+            );
+            fields.into_pyobject(py)
+        })?;
+        let row = (
+            n.int(o.index),
+            name,
+            n.int(o.task),
             fields,
-            n.int(o.invoke)?,
-            n.int(o.response)?,
-            n.int(o.result)?,
+            n.int(o.invoke),
+            n.int(o.response),
+            n.int(o.result),
         );
-        out.push(item.into_pyobject(n.py)?);
-    }
-    Ok(out)
+        Ok(row.into_pyobject(py)?.into_any())
+    });
+    try_tuple(py, rows)
 }
 
-/// One mm's memory image: None, or a tuple of per-page field tuples. Equal pages (most
+/// A row of a record (an op's fields, a page of the image, a VMA, a PTE, a counter) by the
+/// values that make its tuple: equal rows, of one record or of any, can be one tuple.
+#[derive(Clone, Copy)]
+enum Row {
+    Op(case::Op),
+    Page(PageImage),
+    Vma(VmaSnap),
+    Pte(PteSnap),
+    /// The index of the name in `VMA_LOCK_COUNTERS`, and the count.
+    Counter(u8, u64),
+}
+
+impl Row {
+    /// The row's fields packed into words, the first naming the kind of row: one key a row,
+    /// and a different key for every other row (each field has bits of its own). Comparing
+    /// keys is a fraction of comparing the rows field by field.
+    fn key(&self) -> RowKey {
+        match *self {
+            Row::Op(op) => [
+                0,
+                u64::from(op.kind.code())
+                    | u64::from(op.mm) << 8
+                    | u64::from(op.page) << 16
+                    | u64::from(op.npages) << 24
+                    | u64::from(op.prot) << 32
+                    | u64::from(op.value) << 40,
+                0,
+            ],
+            Row::Page(p) => [
+                1,
+                u64::from(p.prot) | u64::from(p.value) << 32,
+                u64::from(p.mapped) | u64::from(p.uffd) << 1 | u64::from(p.populated) << 2,
+            ],
+            Row::Vma(v) => [
+                2,
+                u64::from(v.start) | u64::from(v.end) << 32,
+                u64::from(v.prot)
+                    | u64::from(v.uffd) << 32
+                    | u64::from(v.growsdown) << 33
+                    | u64::from(v.anon_vma) << 34,
+            ],
+            Row::Pte(p) => [
+                3,
+                u64::from(p.kind) | u64::from(p.data) << 8 | u64::from(p.writable) << 40,
+                u64::from_ne_bytes(p.ref_.to_ne_bytes()),
+            ],
+            Row::Counter(i, c) => [4, u64::from(i), c],
+        }
+    }
+}
+
+/// A packed [`Row`] (`Row::key`).
+type RowKey = [u64; 3];
+
+/// The slot of `key` in `SHARED_ROWS`: the top bits of a multiplicative hash.
+fn row_slot(key: &RowKey) -> usize {
+    let hash = key.iter().fold(0_u64, |h, &w| {
+        (h.rotate_left(23) ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    });
+    usize::try_from(hash >> (64 - SHARED_ROW_BITS)).unwrap_or(0)
+}
+
+/// `SHARED_ROWS` has `1 << SHARED_ROW_BITS` slots.
+const SHARED_ROW_BITS: u32 = 13;
+
+type RowSlot = Option<(RowKey, Py<PyAny>)>;
+
+/// The row tuples of earlier records, for later ones to share, as `fuzz.record.interned`
+/// shares the row objects it builds. Rows repeat across records far more than within one (the
+/// 3,000 cases of the throughput set hold some 2,100 distinct rows in 200,000), and taking a
+/// reference to a ready tuple saves building it and, later, freeing it. The table is
+/// direct-mapped (a newer row takes the slot of an older one with the same hash) and holds at
+/// most one tuple a slot, so it stays small however many records pass.
+static SHARED_ROWS: Mutex<Vec<RowSlot>> = Mutex::new(Vec::new());
+
+/// `SHARED_ROWS`, locked for one record's conversion.
+struct SharedRows {
+    /// None if another conversion holds the table: possible when building a tuple runs the
+    /// garbage collector, whose finalizers may convert a record, or on a free-threaded build.
+    /// Its rows are then built anew (`try_lock`, never `lock`, which would deadlock).
+    slots: Option<MutexGuard<'static, Vec<RowSlot>>>,
+}
+
+impl SharedRows {
+    fn lock() -> Self {
+        let slots = match SHARED_ROWS.try_lock() {
+            Ok(slots) => Some(slots),
+            // A panic while the table was held left it consistent: every slot is one write.
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        let slots = slots.map(|mut slots| {
+            if slots.is_empty() {
+                slots.resize_with(1 << SHARED_ROW_BITS, || None);
+            }
+            slots
+        });
+        Self { slots }
+    }
+
+    /// The tuple of `row`: the shared one, or the one `make` builds (which then is shared).
+    fn get<'py>(
+        &mut self,
+        py: Python<'py>,
+        row: Row,
+        make: impl FnOnce() -> PyResult<Bound<'py, PyTuple>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Some(slots) = self.slots.as_mut() else {
+            return make().map(Bound::into_any);
+        };
+        let key = row.key();
+        let Some(slot) = slots.get_mut(row_slot(&key)) else {
+            return make().map(Bound::into_any);
+        };
+        if let Some((made, obj)) = slot {
+            if *made == key {
+                return Ok(obj.bind(py).clone());
+            }
+        }
+        let obj = make()?.into_any();
+        *slot = Some((key, obj.clone().unbind()));
+        Ok(obj)
+    }
+}
+
+/// A tuple of `items` built in place, though making an item may fail (pyo3's constructor
+/// takes plain items only): an item that failed stands as None until the tuple is dropped and
+/// the first error returned.
+fn try_tuple<'py>(
+    py: Python<'py>,
+    items: impl ExactSizeIterator<Item = PyResult<Bound<'py, PyAny>>>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let mut failed = None;
+    let tuple = tuple_of(
+        py,
+        items.map(|item| {
+            item.unwrap_or_else(|err| {
+                failed.get_or_insert(err);
+                py.None().into_bound(py)
+            })
+        }),
+    )?;
+    failed.map_or(Ok(tuple), Err)
+}
+
+/// The memory image: per mm None, or a tuple of per-page field tuples. Equal pages (most
 /// unmapped or untouched pages look alike) share one tuple.
 fn image_to_py<'py>(
     n: &Ints<'_, 'py>,
-    pages: Option<&[PageImage]>,
-    made: &mut Vec<(PageImage, Bound<'py, PyAny>)>,
-) -> PyResult<Bound<'py, PyAny>> {
+    shared: &mut SharedRows,
+    image: &[Option<Vec<PageImage>>],
+) -> PyResult<Bound<'py, PyTuple>> {
     let py = n.py;
-    let Some(pages) = pages else {
-        return Ok(py.None().into_bound(py));
+    let mut page = |p: &PageImage| {
+        shared.get(py, Row::Page(*p), || {
+            let row = (p.mapped, n.int(p.prot), p.uffd, p.populated, n.int(p.value));
+            row.into_pyobject(py)
+        })
     };
-    let mut rows = Vec::with_capacity(pages.len());
-    for p in pages {
-        let row = if let Some((_, obj)) = made.iter().find(|(q, _)| q == p) {
-            obj.clone()
-        } else {
-            let obj = (
-                p.mapped,
-                n.int(p.prot)?,
-                p.uffd,
-                p.populated,
-                n.int(p.value)?,
-            )
-                .into_pyobject(py)?
-                .into_any();
-            made.push((*p, obj.clone()));
-            obj
-        };
-        rows.push(row);
-    }
-    Ok(PyTuple::new(py, rows)?.into_any())
+    try_tuple(
+        py,
+        image.iter().map(|pages| match pages {
+            None => Ok(py.None().into_bound(py)),
+            Some(pages) => try_tuple(py, pages.iter().map(&mut page)).map(Bound::into_any),
+        }),
+    )
 }
 
 /// One mm snapshot as Python objects: the `(vmas, ptes)` pair and its parts.
 struct MmObjs<'a, 'py> {
     snap: &'a MmSnap,
     pair: Bound<'py, PyAny>,
-    vmas: Bound<'py, PyAny>,
-    ptes: Vec<Bound<'py, PyAny>>,
+    vmas: Bound<'py, PyTuple>,
+    ptes: Bound<'py, PyTuple>,
 }
 
 /// `m` as Python objects, reusing those of `prev` (the same mm's previous snapshot) for equal
 /// parts.
 fn mm_to_py<'a, 'py>(
     n: &Ints<'_, 'py>,
+    shared: &mut SharedRows,
     m: &'a MmSnap,
     prev: Option<&MmObjs<'_, 'py>>,
 ) -> PyResult<MmObjs<'a, 'py>> {
@@ -440,25 +615,33 @@ fn mm_to_py<'a, 'py>(
     let vmas = if let Some(p) = prev.filter(|p| p.snap.vmas == m.vmas) {
         p.vmas.clone()
     } else {
-        let rows = m
-            .vmas
-            .iter()
-            .map(|v| (v.start, v.end, v.prot, v.uffd, v.growsdown, v.anon_vma));
-        PyTuple::new(py, rows)?.into_any()
-    };
-    let mut ptes = Vec::with_capacity(m.ptes.len());
-    for (i, p) in m.ptes.iter().enumerate() {
-        let same = prev.filter(|q| q.snap.ptes.get(i) == Some(p));
-        ptes.push(match same {
-            Some(q) => q.ptes[i].clone(),
-            None => (n.int(p.kind)?, n.int(p.data)?, p.writable, n.int(p.ref_)?)
-                .into_pyobject(py)?
-                .into_any(),
+        let rows = m.vmas.iter().map(|v| {
+            shared.get(py, Row::Vma(*v), || {
+                let row = (
+                    n.int(v.start),
+                    n.int(v.end),
+                    n.int(v.prot),
+                    v.uffd,
+                    v.growsdown,
+                    v.anon_vma,
+                );
+                row.into_pyobject(py)
+            })
         });
-    }
-    let pair = (vmas.clone(), PyTuple::new(py, &ptes)?)
-        .into_pyobject(py)?
-        .into_any();
+        try_tuple(py, rows)?
+    };
+    let ptes = if let Some(p) = prev.filter(|p| p.snap.ptes == m.ptes) {
+        p.ptes.clone()
+    } else {
+        let rows = m.ptes.iter().map(|p| {
+            shared.get(py, Row::Pte(*p), || {
+                let row = (n.int(p.kind), n.int(p.data), p.writable, n.int(p.ref_));
+                row.into_pyobject(py)
+            })
+        });
+        try_tuple(py, rows)?
+    };
+    let pair = (vmas.clone(), ptes.clone()).into_pyobject(py)?.into_any();
     Ok(MmObjs {
         snap: m,
         pair,
@@ -469,48 +652,67 @@ fn mm_to_py<'a, 'py>(
 
 /// The snapshots as `from_native` reads them. Consecutive snapshots mostly repeat an mm's
 /// VMAs and PTEs, the folio counts and the swap slots unchanged: each such part reuses the
-/// previous snapshot's Python object (an unchanged mm, its whole `(vmas, ptes)` pair).
-fn snapshots_to_py<'py>(n: &Ints<'_, 'py>, snaps: &[Snapshot]) -> PyResult<Bound<'py, PyTuple>> {
+/// previous snapshot's Python object (an unchanged mm, its whole `(vmas, ptes)` pair; when no
+/// mm changed, the tuple of them).
+fn snapshots_to_py<'s, 'py>(
+    n: &Ints<'_, 'py>,
+    shared: &mut SharedRows,
+    snaps: &'s [Snapshot],
+) -> PyResult<Bound<'py, PyTuple>> {
     let py = n.py;
-    let mut prev: Vec<Option<MmObjs<'_, 'py>>> = Vec::new();
+    let mut prev: Vec<Option<MmObjs<'s, 'py>>> = Vec::new();
+    let mut prev_mms: Option<Bound<'py, PyTuple>> = None;
     let mut prev_counts: Option<(&Snapshot, Bound<'py, PyTuple>, Bound<'py, PyTuple>)> = None;
-    let mut out = Vec::with_capacity(snaps.len());
-    for snap in snaps {
-        let mut mms = Vec::with_capacity(snap.mms.len());
-        prev.resize_with(snap.mms.len(), || None);
-        for (i, m) in snap.mms.iter().enumerate() {
-            let Some(m) = m else {
-                mms.push(py.None().into_bound(py));
-                continue;
-            };
-            if let Some(p) = prev[i].as_ref().filter(|p| p.snap == m) {
-                mms.push(p.pair.clone());
-                continue;
+    let mut snapshot = |snap: &'s Snapshot| -> PyResult<Bound<'py, PyAny>> {
+        // Whether every mm is as in the previous snapshot (None stays None).
+        let same = snap.mms.len() == prev.len()
+            && snap.mms.iter().zip(&prev).all(|(m, p)| match (m, p) {
+                (None, None) => true,
+                (Some(m), Some(p)) => p.snap == m,
+                _ => false,
+            });
+        let mms = match &prev_mms {
+            Some(mms) if same => mms.clone(),
+            _ => {
+                prev.resize_with(snap.mms.len(), || None);
+                let items = snap.mms.iter().zip(prev.iter_mut()).map(|(m, p)| {
+                    let Some(m) = m else {
+                        *p = None;
+                        return Ok(py.None().into_bound(py));
+                    };
+                    if let Some(p) = p.as_ref().filter(|p| p.snap == m) {
+                        return Ok(p.pair.clone());
+                    }
+                    let objs = mm_to_py(n, shared, m, p.as_ref())?;
+                    let pair = objs.pair.clone();
+                    *p = Some(objs);
+                    Ok(pair)
+                });
+                let mms = try_tuple(py, items)?;
+                prev_mms = Some(mms.clone());
+                mms
             }
-            let objs = mm_to_py(n, m, prev[i].as_ref())?;
-            mms.push(objs.pair.clone());
-            prev[i] = Some(objs);
-        }
+        };
         let (folios, swap) = match &prev_counts {
             Some((p, folios, swap)) if p.folios == snap.folios && p.swap == snap.swap => {
                 (folios.clone(), swap.clone())
             }
             _ => (
-                PyTuple::new(py, &snap.folios)?,
-                PyTuple::new(py, &snap.swap)?,
+                tuple_of(py, snap.folios.iter())?,
+                tuple_of(py, snap.swap.iter())?,
             ),
         };
         let item = (
-            n.int(snap.after)?,
-            PyTuple::new(py, mms)?,
+            n.int(snap.after),
+            mms,
             folios.clone(),
             swap.clone(),
-            PyTuple::new(py, &snap.locks)?,
+            tuple_of(py, snap.locks.iter())?,
         );
-        out.push(item.into_pyobject(py)?);
         prev_counts = Some((snap, folios, swap));
-    }
-    PyTuple::new(py, out)
+        Ok(item.into_pyobject(py)?.into_any())
+    };
+    try_tuple(py, snaps.iter().map(&mut snapshot))
 }
 
 /// The verdict of `fuzz.linearize.check_record` on a record, without its explanation:
