@@ -8,7 +8,9 @@
 //! `yield_now(&sched, "site").await`: the future returns `Pending` once, which ends the step.
 //! A task blocks by marking itself blocked in the shared [`Sched`] and yielding; the executor
 //! only polls runnable tasks, so the next poll of that future means it was woken. No real
-//! `Waker` is involved.
+//! `Waker` is involved. The engine's yield points (`kernel::Resume`) end the step where they
+//! stand instead ([`Sched::end_step_in_place`]): the same decisions, but a task the policy picks
+//! again goes on without suspending.
 //!
 //! The scheduler state lives in a `RefCell` shared with the tasks. Never hold a borrow across
 //! an `.await` (clippy's `await_holding_refcell_ref` is denied for the crate).
