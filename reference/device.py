@@ -80,7 +80,7 @@ def migrate_vma_to_device(cur: Current, mm: Mm, page: int) -> Gen[int]:
     (collect and isolate), copy, ``migrate_vma_pages``/``finalize``. Departures (MODEL.md §6):
     no VMA is -EFAULT (the driver says -EINVAL), a VMA without VM_READ is not refused, and a
     none or zero-page PTE is -ENOENT (the kernel would insert a device page)."""
-    if vma_lookup(cur, mm, page) is None:
+    if vma_lookup(mm, page) is None:
         return EFAULT
     table = yield from pte_offset_map_lock(cur, mm, page)
     if table is None:

@@ -84,7 +84,7 @@ def do_pages_move(cur: Current, mm: Mm, page: int) -> Gen[int]:
 def add_page_for_migration(cur: Current, mm: Mm, page: int) -> Gen[int | Folio]:
     """Look the page up (``follow_page(FOLL_GET | FOLL_DUMP)``) and isolate it; caller holds
     mmap_lock. mm/migrate.c:add_page_for_migration() (v6.6)."""
-    if vma_lookup(cur, mm, page) is None:
+    if vma_lookup(mm, page) is None:
         return EFAULT
     table = yield from pte_offset_map_lock(cur, mm, page)
     if table is None:

@@ -187,7 +187,7 @@ def userfaultfd_copy(cur: Current, mm: Mm, page: int, value: int) -> Gen[int]:
     """fs/userfaultfd.c:userfaultfd_copy() → mm/userfaultfd.c:mfill_atomic() (v6.6), one page:
     0, -EEXIST (PTE not none) or -ENOENT (no registered VMA). Wakes the page's waiters on 0."""
     yield from mmap_read_lock(cur, mm)
-    vma = vma_lookup(cur, mm, page)  # find_dst_vma()
+    vma = vma_lookup(mm, page)  # find_dst_vma()
     if vma is None or vma.uffd_ctx is None:
         mmap_read_unlock(cur, mm)
         return ENOENT

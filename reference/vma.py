@@ -18,8 +18,8 @@ vma.use-after-free            `check_vma` on a freed VMA (callers: the fault pat
 vma.write-unlocked            a VMA split, merged, expanded or its flags changed without
                               ``mmap_lock`` held for write (`vma_assert_write_locked`, I6)
 vma.anon_vma-under-vma-lock   ``anon_vma_prepare`` without ``mmap_lock`` (I15)
-vma.tree-unlocked             a tree walk (`find_vma`, `vma_lookup` ...) without ``mmap_lock``
-                              (`check_tree_read`)
+vma.tree-unlocked             a tree walk (`find_vma`, `vma_prev` ...) without ``mmap_lock``
+                              (`check_tree_read`; not `vma_lookup`)
 ============================  =================================================================
 """
 
@@ -59,7 +59,9 @@ def check_tree_read(cur: Current, mm: Mm, function: str) -> None:
     """The maple tree's lockdep check: ``mm_init()`` gives ``mm_mt`` ``mmap_lock`` as its
     external lock (``mt_set_external_lock``), so every node a walk reads goes through
     ``rcu_dereference_check(.., mt_locked(mt))`` (lib/maple_tree.c ``mt_slot()``, v6.6). With
-    PER_VMA_LOCK=n nothing walks the tree under RCU alone: a walk needs ``mmap_lock``."""
+    PER_VMA_LOCK=n nothing walks the tree under RCU alone: a walk needs ``mmap_lock``, which is
+    also what ``find_vma()``/``find_vma_intersection()`` assert (``mmap_assert_locked``).
+    ``vma_lookup`` is exempt: ``mtree_load()`` takes ``rcu_read_lock()`` itself."""
     lock = mm.mmap_lock
     # `holds(cur, lock)` written out: every lookup of every kernel path runs this.
     for held, _mode in cur.held:
@@ -78,9 +80,9 @@ def find_vma(cur: Current, mm: Mm, addr: int) -> Vma | None:
     return None
 
 
-def vma_lookup(cur: Current, mm: Mm, addr: int) -> Vma | None:
-    """``vma_lookup()``: the VMA containing `addr`."""
-    check_tree_read(cur, mm, "vma_lookup")
+def vma_lookup(mm: Mm, addr: int) -> Vma | None:
+    """``vma_lookup()``: the VMA containing `addr`. v6.6 asserts no lock: ``mtree_load()``
+    takes ``rcu_read_lock()`` itself."""
     for v in mm.vmas:
         if v.vm_start <= addr < v.vm_end:
             return v
@@ -208,7 +210,7 @@ def vma_merge(
     Caller holds ``mmap_lock`` for write."""
     vma_assert_write_locked(cur, mm, "vma_merge")
     curr = find_vma_intersection(cur, mm, prev.vm_end if prev else 0, end)
-    nxt = vma_lookup(cur, mm, end) if curr is None or end == curr.vm_end else None
+    nxt = vma_lookup(mm, end) if curr is None or end == curr.vm_end else None
     merge_prev = (
         prev is not None and addr == prev.vm_end and can_vma_merge(prev, flags, anon_vma, ctx)
     )

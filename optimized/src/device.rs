@@ -66,7 +66,7 @@ pub async fn dmirror_migrate_to_device(k: &Kernel, mm: MmId, page: Page) -> KRes
 }
 
 async fn migrate_vma_to_device(k: &Kernel, mm: MmId, page: Page) -> KResult<i32> {
-    if vma_lookup(&mut k.st(), mm, page).is_none() {
+    if vma_lookup(&k.st(), mm, page).is_none() {
         return Ok(EFAULT);
     }
     let Some(table) = pte_offset_map_lock(k, mm, page).await? else {

@@ -191,7 +191,7 @@ pub async fn do_pages_move(k: &Kernel, mm: MmId, page: Page) -> KResult<i32> {
 /// `mm/migrate.c:add_page_for_migration()` (v6.6): look the page up
 /// (`follow_page(FOLL_GET | FOLL_DUMP)`) and isolate it; caller holds `mmap_lock`.
 async fn add_page_for_migration(k: &Kernel, mm: MmId, page: Page) -> KResult<Added> {
-    if vma_lookup(&mut k.st(), mm, page).is_none() {
+    if vma_lookup(&k.st(), mm, page).is_none() {
         return Ok(Added::Err(EFAULT));
     }
     let Some(table) = pte_offset_map_lock(k, mm, page).await? else {

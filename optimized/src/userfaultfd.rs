@@ -226,7 +226,7 @@ pub async fn userfaultfd_copy(k: &Kernel, mm: MmId, page: Page, value: u32) -> K
     mmap_read_lock(k, mm).await?;
     let vma = {
         let mut s = k.st();
-        let vma = vma_lookup(&mut s, mm, page).filter(|&v| s.vmas[v].uffd_ctx.is_some());
+        let vma = vma_lookup(&s, mm, page).filter(|&v| s.vmas[v].uffd_ctx.is_some());
         let Some(vma) = vma else {
             mmap_read_unlock(&mut s, mm);
             return Ok(ENOENT);

@@ -16,7 +16,7 @@
 //! | `vma.write-unlocked`           | [`vma_set_range`] / [`vm_flags_reset`] on a tree VMA not write-locked |
 //! | `vma.write-unlocked`           | a split, merge or expansion without `mmap_lock` held for write |
 //! | `vma.anon_vma-under-vma-lock`  | [`anon_vma_prepare`] preparing without `mmap_lock` (I15) |
-//! | `vma.tree-unlocked`            | a tree walk ([`find_vma`], [`vma_lookup`], `mas_walk` ...) with neither `mmap_lock` nor an RCU read section ([`check_tree_read`]) |
+//! | `vma.tree-unlocked`            | [`find_vma`] / [`find_vma_intersection`] without `mmap_lock`; a `mas_walk` or VMA-iterator step with neither `mmap_lock` nor an RCU read section ([`check_tree_read`]) |
 
 use crate::mmap_lock::{mmap_assert_locked, mmap_assert_write_locked};
 use crate::objects::{Kernel, MmId, Page, State, VmaId, VM_ACCESS_FLAGS};
@@ -44,7 +44,10 @@ pub fn check_vma(s: &mut State, vma: VmaId, function: &str) -> KResult<()> {
 /// The maple tree's lockdep check: `mm_init()` gives `mm_mt` `mmap_lock` as its external lock
 /// (`mt_set_external_lock`), so every node a walk reads goes through
 /// `rcu_dereference_check(.., mt_locked(mt))` (`lib/maple_tree.c:mt_slot()`, v6.6). A walk
-/// needs `mmap_lock` (either mode) or an RCU read section, as `lock_vma_under_rcu` has.
+/// through the advanced API (`mas_walk`, the VMA iterators) needs `mmap_lock` (either mode) or
+/// an RCU read section, as `lock_vma_under_rcu` has. `mtree_load()` and `mt_find()` take
+/// `rcu_read_lock()` themselves, so `vma_lookup` needs neither; `find_vma` asserts
+/// `mmap_lock` outright.
 #[inline(always)]
 pub fn check_tree_read(s: &mut State, mm: MmId, function: &str) {
     if s.cur[s.tid].rcu_nesting == 0 && !holds(s, LockId::Mmap(mm), None) {
@@ -59,10 +62,10 @@ fn tree_read_unlocked(s: &mut State, mm: MmId, function: &str) {
     violate(s, "vma.tree-unlocked", function, msg);
 }
 
-/// `find_vma()`: the first VMA with `vm_end > addr` (v6.6 also `mmap_assert_locked()`s, which
-/// [`check_tree_read`] covers).
+/// `mm/mmap.c:find_vma()` (v6.6): the first VMA with `vm_end > addr`. It begins with
+/// `mmap_assert_locked(mm)`: an RCU read section is not enough.
 pub fn find_vma(s: &mut State, mm: MmId, addr: Page) -> Option<VmaId> {
-    check_tree_read(s, mm, "find_vma");
+    mmap_assert_locked(s, mm, "vma.tree-unlocked", "find_vma");
     first_ending_after(s, mm, addr)
 }
 
@@ -74,14 +77,15 @@ fn first_ending_after(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
         .find(|&v| s.vmas[v].vm_end > addr)
 }
 
-/// `vma_lookup()`: the VMA containing `addr`.
-pub fn vma_lookup(s: &mut State, mm: MmId, addr: Page) -> Option<VmaId> {
-    check_tree_read(s, mm, "vma_lookup");
+/// `vma_lookup()`: the VMA containing `addr`. v6.6 asserts no lock: `mtree_load()` takes
+/// `rcu_read_lock()` itself.
+pub fn vma_lookup(s: &State, mm: MmId, addr: Page) -> Option<VmaId> {
     first_ending_after(s, mm, addr).filter(|&v| s.vmas[v].vm_start <= addr)
 }
 
+/// `mm/mmap.c:find_vma_intersection()` (v6.6), which begins with `mmap_assert_locked(mm)`.
 pub fn find_vma_intersection(s: &mut State, mm: MmId, start: Page, end: Page) -> Option<VmaId> {
-    check_tree_read(s, mm, "find_vma_intersection");
+    mmap_assert_locked(s, mm, "vma.tree-unlocked", "find_vma_intersection");
     first_ending_after(s, mm, start).filter(|&v| s.vmas[v].vm_start < end)
 }
 

@@ -14,7 +14,7 @@ use _native::mutant::Mutant;
 use _native::objects::{Kernel, MmId, Page, VmaId, VmaLockEvent, WaitOn};
 use _native::rcu::{rcu_daemon, rcu_read_lock, rcu_read_unlock, vm_area_free};
 use _native::sched::{Executor, Policy, RunOutcome};
-use _native::vma::{find_vma, split_vma, vma_iter_remove, vma_iter_store, vma_lookup};
+use _native::vma::{find_vma, split_vma, vma_iter_remove, vma_iter_store, vma_lookup, vma_next};
 use _native::vma_lock::{
     is_vma_write_locked, lock_vma_under_rcu, vma_end_read, vma_mark_detached, vma_start_read,
     vma_start_write,
@@ -346,22 +346,45 @@ fn rcu_waits_for_readers_before_freeing() {
     assert_eq!(rig.counter(VmaLockEvent::Miss), 1);
 }
 
-/// The maple tree's lockdep check: a walk with neither `mmap_lock` nor an RCU read section is
-/// `vma.tree-unlocked`; either one makes it legal (the per-VMA fault path walks under RCU).
+/// `find_vma` asserts `mmap_lock` (RCU is not enough); an iterator step (`vma_next`) needs
+/// `mmap_lock` or an RCU read section; `vma_lookup` (`mtree_load`, which takes RCU itself)
+/// needs neither. Every failure is `vma.tree-unlocked`.
 #[test]
-fn tree_walks_need_mmap_lock_or_rcu() {
+fn tree_walks_need_the_lock_their_kernel_function_asserts() {
     let mut rig = Rig::new(1);
     let v = rig.vma(0, 4, true);
+    let w = rig.vma(4, 6, true);
     rig.start(0, move |k, log| async move {
-        let found = find_vma(&mut k.st(), MM, 1);
-        note(&log, format!("unlocked: {found:?}"));
+        note(
+            &log,
+            format!("unlocked find_vma: {:?}", find_vma(&mut k.st(), MM, 1)),
+        );
+        note(
+            &log,
+            format!("unlocked vma_lookup: {:?}", vma_lookup(&k.st(), MM, 1)),
+        );
         rcu_read_lock(&mut k.st());
-        note(&log, format!("rcu: {:?}", vma_lookup(&mut k.st(), MM, 1)));
+        note(
+            &log,
+            format!("rcu vma_next: {:?}", vma_next(&mut k.st(), MM, v)),
+        );
+        note(
+            &log,
+            format!("rcu find_vma: {:?}", find_vma(&mut k.st(), MM, 5)),
+        );
         rcu_read_unlock(&mut k.st());
+        note(
+            &log,
+            format!("unlocked vma_next: {:?}", vma_next(&mut k.st(), MM, v)),
+        );
         mmap_read_lock(&k, MM).await.unwrap();
         note(
             &log,
-            format!("mmap_lock: {:?}", find_vma(&mut k.st(), MM, 5)),
+            format!("mmap_lock find_vma: {:?}", find_vma(&mut k.st(), MM, 6)),
+        );
+        note(
+            &log,
+            format!("mmap_lock vma_next: {:?}", vma_next(&mut k.st(), MM, v)),
         );
         mmap_read_unlock(&mut k.st(), MM);
     });
@@ -370,13 +393,28 @@ fn tree_walks_need_mmap_lock_or_rcu() {
     assert_eq!(
         *rig.log.borrow(),
         [
-            format!("unlocked: Some({v})"),
-            format!("rcu: Some({v})"),
-            "mmap_lock: None".to_string(),
+            format!("unlocked find_vma: Some({v})"),
+            format!("unlocked vma_lookup: Some({v})"),
+            format!("rcu vma_next: Some({w})"),
+            format!("rcu find_vma: Some({w})"),
+            format!("unlocked vma_next: Some({w})"),
+            "mmap_lock find_vma: None".to_string(),
+            format!("mmap_lock vma_next: Some({w})"),
         ]
     );
     let s = rig.k.st.borrow();
-    let rules: Vec<_> = s.contract.violations.iter().map(|x| x.rule).collect();
-    assert_eq!(rules, ["vma.tree-unlocked"]);
-    assert_eq!(s.contract.violations[0].function, "find_vma");
+    let found: Vec<_> = s
+        .contract
+        .violations
+        .iter()
+        .map(|x| (x.rule, x.function.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("vma.tree-unlocked", "find_vma"),
+            ("vma.tree-unlocked", "find_vma"),
+            ("vma.tree-unlocked", "vma_next"),
+        ]
+    );
 }
