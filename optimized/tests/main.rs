@@ -3,5 +3,6 @@
 mod codec;
 mod engine;
 mod oracle;
+mod rig;
 mod sched;
 mod vma_lock;

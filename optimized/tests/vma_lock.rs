@@ -4,98 +4,18 @@
 //! Each test builds a tiny machine (one mm, hand-made VMAs), spawns tasks whose bodies call
 //! the primitives directly, and fixes the interleaving with explicit scheduler choices.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::rc::Rc;
-
 use _native::mmap_lock::{mmap_read_lock, mmap_read_unlock};
 use _native::mmap_lock::{mmap_write_downgrade, mmap_write_lock, mmap_write_unlock};
-use _native::mutant::Mutant;
-use _native::objects::{Kernel, MmId, Page, VmaId, VmaLockEvent, WaitOn};
+use _native::objects::VmaLockEvent;
 use _native::rcu::{rcu_daemon, rcu_read_lock, rcu_read_unlock, vm_area_free};
-use _native::sched::{Executor, Policy, RunOutcome};
+use _native::sched::{Policy, RunOutcome};
 use _native::vma::{find_vma, split_vma, vma_iter_remove, vma_iter_store, vma_lookup, vma_next};
 use _native::vma_lock::{
     is_vma_write_locked, lock_vma_under_rcu, vma_end_read, vma_mark_detached, vma_start_read,
     vma_start_write,
 };
 
-const MM: MmId = 0;
-
-/// A machine with `ntasks` tasks, mm 0, and a log the task bodies append to.
-struct Rig {
-    k: Rc<Kernel>,
-    ex: Executor<WaitOn>,
-    log: Rc<RefCell<Vec<String>>>,
-}
-
-impl Rig {
-    fn new(ntasks: usize) -> Self {
-        let k = Rc::new(Kernel::new(8, false, ntasks, true, Mutant::None));
-        let mut ex = Executor::new();
-        for i in 0..ntasks {
-            ex.spawn(&k.sched, format!("t{i}"), false);
-        }
-        {
-            let mut s = k.st.borrow_mut();
-            s.new_mm(MM);
-            s.mm_mut(MM).visible = true;
-        }
-        Self {
-            k,
-            ex,
-            log: Rc::new(RefCell::new(Vec::new())),
-        }
-    }
-
-    /// An anonymous VMA `[start, end)` in the tree, with an `anon_vma` if `anon`.
-    fn vma(&self, start: Page, end: Page, anon: bool) -> VmaId {
-        let mut s = self.k.st.borrow_mut();
-        let v = s.alloc_vma(MM, start, end, 3);
-        if anon {
-            s.vmas[v].anon_vma = Some(1);
-            s.vmas[v].anon_vma_chain_len = 1;
-        }
-        vma_iter_store(&mut s, MM, v);
-        v
-    }
-
-    fn start<F, Fut>(&mut self, tid: usize, body: F)
-    where
-        F: FnOnce(Rc<Kernel>, Rc<RefCell<Vec<String>>>) -> Fut,
-        Fut: Future<Output = ()> + 'static,
-    {
-        let k = Rc::clone(&self.k);
-        let fut = body(Rc::clone(&self.k), Rc::clone(&self.log));
-        self.ex.start(&self.k.sched, tid, async move {
-            k.resume();
-            fut.await;
-        });
-    }
-
-    fn run(&mut self, choices: &[u8]) -> Vec<String> {
-        self.k.sched.borrow_mut().policy = Policy::Explicit {
-            choices: choices.to_vec(),
-            pos: 0,
-        };
-        assert_eq!(self.ex.run(&self.k.sched), RunOutcome::Idle);
-        let s = self.k.st.borrow();
-        assert!(
-            s.contract.violations.is_empty(),
-            "{:?}",
-            s.contract.violations
-        );
-        self.log.borrow().clone()
-    }
-
-    fn counter(&self, e: VmaLockEvent) -> u64 {
-        self.k.st.borrow().counters[e as usize]
-    }
-}
-
-fn note(log: &RefCell<Vec<String>>, line: impl Into<String>) {
-    log.borrow_mut().push(line.into());
-}
+use crate::rig::{note, Rig, MM};
 
 #[test]
 fn write_locks_end_for_all_vmas_at_mmap_write_unlock() {
