@@ -9,6 +9,7 @@
 //! | `pte.unlocked-write`       | [`set_pte_at`] by a task that does not hold the table's PTL |
 //! | `pte.table-use-after-free` | any access through a freed table; stops the run             |
 //! | `pte.outside-vma`          | a non-none PTE installed where no VMA of the mm covers the page |
+//! | `pte.writable-shared`      | a writable present PTE installed for a folio not `PageAnonExclusive` (I12) |
 //!
 //! Hardware accessed/dirty updates by the user access ([`pte_hw_access`]) are the one
 //! exception to `pte.unlocked-write`, as on x86.

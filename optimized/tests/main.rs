@@ -4,5 +4,6 @@ mod codec;
 mod engine;
 mod oracle;
 mod rig;
+mod rules;
 mod sched;
 mod vma_lock;
