@@ -4,5 +4,6 @@ mod codec;
 mod engine;
 mod oracle;
 mod rig;
+mod rules_lock;
 mod sched;
 mod vma_lock;
