@@ -5,5 +5,6 @@ mod engine;
 mod oracle;
 mod rig;
 mod rules;
+mod rules_lock;
 mod sched;
 mod vma_lock;
