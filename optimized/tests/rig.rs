@@ -110,6 +110,11 @@ impl Rig {
     }
 }
 
+/// `(rule, function)` pairs, as [`Rig::violations`] gives them.
+pub fn pairs(list: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
+    list.iter().map(|&(r, f)| (r, f.to_owned())).collect()
+}
+
 pub fn note(log: &RefCell<Vec<String>>, line: impl Into<String>) {
     log.borrow_mut().push(line.into());
 }

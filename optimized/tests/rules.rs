@@ -23,12 +23,7 @@ use _native::swap::{folio_alloc_swap, folio_free_swap, swap_free, swapcache_clea
 use _native::vma::{anon_vma_prepare, vma_iter_remove};
 use _native::vma_lock::{vma_end_read, vma_start_read, vma_start_write};
 
-use crate::rig::{note, Rig, MM};
-
-/// `(rule, function)` pairs, as [`Rig::violations`] gives them.
-fn pairs(list: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    list.iter().map(|&(r, f)| (r, f.to_string())).collect()
-}
+use crate::rig::{note, pairs, Rig, MM};
 
 /// The table mapping `page` of mm 0.
 fn table_of(s: &State, page: Page) -> TableId {

@@ -46,7 +46,7 @@ use _native::vmf::{
     VM_FAULT_SIGSEGV,
 };
 
-use crate::rig::{note, Rig, MM};
+use crate::rig::{note, pairs, Rig, MM};
 
 /// The flags of a user read fault on the `mmap_lock` path (`do_user_addr_fault`).
 const USER_FAULT: u32 = FAULT_FLAG_DEFAULT | FAULT_FLAG_USER;
@@ -83,10 +83,6 @@ fn folio_at(k: &Kernel, page: Page) -> FolioId {
 
 fn pte_kind(s: &State, page: Page) -> Option<PteKind> {
     s.pte_lookup(MM, page).map(|p| p.kind)
-}
-
-fn pairs(list: &[(&'static str, &str)]) -> Vec<(&'static str, String)> {
-    list.iter().map(|&(r, f)| (r, f.to_owned())).collect()
 }
 
 /// Every violation as `(rule, task, message)`, for rules whose pairs are all alike.
