@@ -6,7 +6,7 @@ use _native::mutant::Mutant;
 use _native::record::{RunRecord, RES_SIGSEGV, STATUS_OK};
 use _native::run::run;
 
-fn op(kind: OpKind, page: u8, npages: u8, prot: u8, value: u16) -> Op {
+pub fn op(kind: OpKind, page: u8, npages: u8, prot: u8, value: u16) -> Op {
     Op {
         kind,
         mm: 0,

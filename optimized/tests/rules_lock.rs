@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use _native::case::{Case, Op, OpKind, Schedule};
+use _native::case::{Case, OpKind, Schedule};
 use _native::device::dmirror_migrate_to_device;
 use _native::fault::user_access;
 use _native::folio::{
@@ -46,6 +46,7 @@ use _native::vmf::{
     VM_FAULT_SIGSEGV,
 };
 
+use crate::engine::op;
 use crate::rig::{note, pairs, Rig, MM};
 
 /// The flags of a user read fault on the `mmap_lock` path (`do_user_addr_fault`).
@@ -629,17 +630,6 @@ fn a_nowait_retry_without_the_fault_lock_is_a_handoff_violation() {
 
 // ---------------------------------------------------------------------------------------------
 // lock.held-at-return (the whole engine: checked when a user operation returns)
-
-fn op(kind: OpKind, page: u8, npages: u8, prot: u8, value: u16) -> Op {
-    Op {
-        kind,
-        mm: 0,
-        page,
-        npages,
-        prot,
-        value,
-    }
-}
 
 /// Page 0 swapped out on an asynchronous device and read back twice: the second read finds
 /// the folio in the swap cache, locked under I/O, so its fault under the VMA lock takes the
