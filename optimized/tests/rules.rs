@@ -15,24 +15,26 @@ use _native::fork::do_fork;
 use _native::memory::handle_mm_fault;
 use _native::mmap::{sys_munmap, vm_mmap_pgoff};
 use _native::mmap_lock::{mmap_read_lock, mmap_read_unlock, mmap_write_lock, mmap_write_unlock};
-use _native::objects::{mk_pte, FolioId, Kernel, Page, State, TableId};
+use _native::objects::{mk_pte, FolioId, Kernel, Page, State, TableId, PTRS_PER_TABLE};
 use _native::pgtable::{pte_offset_map_lock, pte_unmap_unlock, ptep_get, set_pte_at};
 use _native::rcu::{rcu_daemon, vm_area_free};
 use _native::sched::RunOutcome;
-use _native::swap::{folio_alloc_swap, folio_free_swap, swap_free, swapcache_clear};
+use _native::swap::{
+    folio_alloc_swap, folio_free_swap, swap_duplicate, swap_free, swapcache_clear,
+};
 use _native::vma::{anon_vma_prepare, vma_iter_remove};
-use _native::vma_lock::{vma_end_read, vma_start_read, vma_start_write};
+use _native::vma_lock::{vma_end_read, vma_mark_detached, vma_start_read, vma_start_write};
 
 use crate::rig::{note, pairs, Rig, MM};
 
 /// The table mapping `page` of mm 0.
 fn table_of(s: &State, page: Page) -> TableId {
-    s.mm(MM).pmd[page as usize / 4].expect("page table")
+    s.mm(MM).pmd[page as usize / PTRS_PER_TABLE].expect("page table")
 }
 
 /// The folio a present PTE of mm 0 maps at `page`.
 fn folio_at(s: &State, page: Page) -> FolioId {
-    let pte = s.tables[table_of(s, page)].ptes[page as usize % 4];
+    let pte = s.tables[table_of(s, page)].ptes[page as usize % PTRS_PER_TABLE];
     pte.folio.expect("a present PTE")
 }
 
@@ -351,10 +353,11 @@ fn swap_counts_below_zero_or_off_at_quiescence_are_caught() {
         swapcache_clear(&mut s.swap, slot); // allocated and released: count 0, no cache
                                             // A zap that frees the swap entry of a PTE already zapped.
         swap_free(&mut s, slot);
-        // A swap PTE copied without swap_duplicate()'s partner: the count names no PTE.
+        // A fork that takes swap_duplicate() and then fails to copy the swap PTE: the count
+        // names a PTE that does not exist.
         let slot = folio_alloc_swap(&mut s.swap);
         swapcache_clear(&mut s.swap, slot);
-        s.swap.slots[usize::try_from(slot).unwrap()].count = 1;
+        swap_duplicate(&mut s.swap, slot);
     });
     assert_eq!(rig.run_serial(), RunOutcome::Idle);
     rig.quiesce();
@@ -445,20 +448,30 @@ fn a_vma_freed_while_read_locked_is_caught_by_the_rcu_callback() {
     );
 }
 
+/// Both halves of I6: `vma_start_write` asserts `mmap_lock` write-held, and a VMA change
+/// (here `vma_mark_detached`) asserts the VMA write-locked (`vma_assert_write_locked`).
 #[test]
-fn a_vma_split_without_the_write_lock_is_caught() {
+fn vma_changes_without_their_write_locks_are_caught() {
     let mut rig = Rig::new(1);
-    let v = rig.vma(0, 4, true);
+    let v = rig.vma(0, 2, true);
+    let w = rig.vma(2, 4, true);
     rig.start(0, move |k, _| async move {
         mmap_read_lock(&k, MM).await.unwrap();
-        // A VMA change under mmap_lock read: vma_start_write() asserts the write lock.
+        // A VMA change prepared under mmap_lock read.
         vma_start_write(&k, v).await.unwrap();
         mmap_read_unlock(&mut k.st(), MM);
+        mmap_write_lock(&k, MM).await.unwrap();
+        // munmap before 73046fd00b06: w detached without vma_start_write().
+        vma_mark_detached(&mut k.st(), w, true);
+        mmap_write_unlock(&mut k.st(), MM);
     });
     assert_eq!(rig.run_serial(), RunOutcome::Idle);
     assert_eq!(
         rig.violations(),
-        pairs(&[("vma.write-unlocked", "vma_start_write")])
+        pairs(&[
+            ("vma.write-unlocked", "vma_start_write"),
+            ("vma.write-unlocked", "vma_mark_detached"),
+        ])
     );
 }
 
